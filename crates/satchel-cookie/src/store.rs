@@ -1,0 +1,403 @@
+//! [`CookieSessions`]: the [`Store`] whose sessions live in the client's cookie.
+
+use std::fmt;
+use std::sync::Arc;
+
+use satchel_core::{
+    Clock, Error as CoreError, Record, SessionId, SharedClock, Store, SystemClock, Timestamp,
+    Token, async_trait,
+};
+
+use crate::seal::{Content, Opened, Payload, Sealer};
+use crate::{Error, KeyRing};
+
+/// The default limit for the session cookie's `name=value`, in bytes: what every browser keeps.
+pub const DEFAULT_MAX_COOKIE_SIZE: usize = 4096;
+
+/// The default cap on a record's decompressed size, in bytes.
+pub const DEFAULT_MAX_DECOMPRESSED: usize = 256 * 1024;
+
+/// How cookies are sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// HMAC-SHA256: the client can read the session (base64, maybe deflated) but not change it.
+    Signed,
+    /// XChaCha20-Poly1305: the client can neither read nor change the session.
+    Private,
+}
+
+/// What happens when a session no longer fits into one cookie.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum OversizePolicy {
+    /// The write fails with [`satchel_core::Error::TooLarge`]; the layer answers `500` and the
+    /// client keeps its previous cookie. The default.
+    #[default]
+    Fail,
+    /// The record goes to this server-side store, and the cookie holds a short sealed marker
+    /// with that store's token. The session stays there until it ends (its data does not move
+    /// back into the cookie when it shrinks).
+    Fallback(Arc<dyn Store>),
+}
+
+/// Sessions held in the client's cookie, signed or encrypted: a [`Store`] that keeps nothing on
+/// the server.
+///
+/// The cookie value (the [`Token`]) is the sealed session: its id, its record (data, version,
+/// owner, creation time, expiry policy) and its issue time and deadline, so an old cookie is
+/// refused after its deadline however long the browser keeps it. Every write returns a new
+/// token, which the layer sends. A cookie that does not open (tampered, truncated, sealed with
+/// an unknown key, of another format or mode, too long) loads nothing: the layer starts a
+/// fresh session and logs a `warn`.
+///
+/// What a stateless store cannot do, it does not pretend to:
+///
+/// - [`Store::exists`] is always `false` (nothing is kept to look up);
+/// - [`Store::delete`] forgets nothing server-side: the layer removes the cookie, but a copy
+///   of it stays valid until its deadline. Use a short idle timeout, and a server-side store
+///   where sessions must be revocable;
+/// - [`Store::update`] compares the version sealed in the cookie with the record's, so a
+///   write based on another state of the session fails with `Changed`; but two requests
+///   presenting the same cookie both succeed, each sealing its own new cookie (the browser
+///   keeps the last), and an old cookie replayed later is still a valid, older session;
+/// - there is no purge: ended cookies simply stop opening.
+///
+/// # Examples
+///
+/// ```
+/// use satchel_cookie::{CookieSessions, Key};
+/// use satchel_core::Sessions;
+///
+/// let key = Key::generate()?;
+/// let sessions = Sessions::new(CookieSessions::private(key));
+/// # Ok::<(), satchel_cookie::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct CookieSessions {
+    sealer: Sealer,
+    clock: SharedClock,
+    max_cookie_size: usize,
+    cookie_name_len: usize,
+    oversize: OversizePolicy,
+}
+
+impl fmt::Debug for CookieSessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CookieSessions")
+            .field("mode", &self.sealer.mode)
+            .field("keys", &self.sealer.keys)
+            .field("max_cookie_size", &self.max_cookie_size)
+            .field("oversize", &self.oversize)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CookieSessions {
+    /// Cookies signed with HMAC-SHA256: tamper-proof but readable by the client.
+    ///
+    /// # Security
+    ///
+    /// The client can base64-decode the cookie and read everything in the session. Keep no
+    /// secret there, or use [`CookieSessions::private`].
+    pub fn signed(keys: impl Into<KeyRing>) -> Self {
+        Self::new(Mode::Signed, keys.into())
+    }
+
+    /// Cookies encrypted with XChaCha20-Poly1305: neither readable nor changeable by the
+    /// client.
+    pub fn private(keys: impl Into<KeyRing>) -> Self {
+        Self::new(Mode::Private, keys.into())
+    }
+
+    /// Cookies sealed in `mode` with `keys`.
+    pub fn new(mode: Mode, keys: KeyRing) -> Self {
+        Self {
+            sealer: Sealer {
+                mode,
+                keys,
+                max_decompressed: DEFAULT_MAX_DECOMPRESSED,
+            },
+            clock: Arc::new(SystemClock),
+            max_cookie_size: DEFAULT_MAX_COOKIE_SIZE,
+            cookie_name_len: "id".len(),
+            oversize: OversizePolicy::Fail,
+        }
+    }
+
+    /// Sets the clock deadlines are checked against (default: [`SystemClock`]). Give the
+    /// [`Sessions`](satchel_core::Sessions) the same clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Sets the limit on the cookie's `name=value` in bytes (default
+    /// [`DEFAULT_MAX_COOKIE_SIZE`], 4096: browsers silently drop larger cookies). A cookie
+    /// value longer than this is also refused on the way in without being decoded.
+    #[must_use]
+    pub fn with_max_cookie_size(mut self, bytes: usize) -> Self {
+        self.max_cookie_size = bytes;
+        self
+    }
+
+    /// Tells the size check the cookie's name (default `id`, the layer's default). Set it when
+    /// the layer's cookie settings use another name or the `__Host-` prefix (pass the full
+    /// name, prefix included).
+    #[must_use]
+    pub fn with_cookie_name(mut self, name: &str) -> Self {
+        self.cookie_name_len = name.len();
+        self
+    }
+
+    /// Sets the cap on a record's decompressed size, in bytes (default
+    /// [`DEFAULT_MAX_DECOMPRESSED`], 256 KiB). Only authentic cookies are ever decompressed;
+    /// the cap bounds the memory even a cookie sealed with your own key can claim.
+    #[must_use]
+    pub fn with_max_decompressed_size(mut self, bytes: usize) -> Self {
+        self.sealer.max_decompressed = bytes;
+        self
+    }
+
+    /// Sets what happens to a session that does not fit (default [`OversizePolicy::Fail`]).
+    #[must_use]
+    pub fn with_oversize_policy(mut self, policy: OversizePolicy) -> Self {
+        self.oversize = policy;
+        self
+    }
+
+    /// Keeps sessions that do not fit into a cookie in `store` instead, with a sealed marker in
+    /// the cookie: shorthand for [`OversizePolicy::Fallback`].
+    #[must_use]
+    pub fn with_fallback(self, store: impl Store) -> Self {
+        self.with_oversize_policy(OversizePolicy::Fallback(Arc::new(store)))
+    }
+
+    /// The sealing mode.
+    pub fn mode(&self) -> Mode {
+        self.sealer.mode
+    }
+
+    /// The key ring.
+    pub fn keys(&self) -> &KeyRing {
+        &self.sealer.keys
+    }
+
+    /// Opens a cookie value without any I/O: the record it holds if it is authentic, of this
+    /// store's format and mode, and live at the store's clock. `None` for anything else,
+    /// including a marker for a session kept in the fallback store.
+    ///
+    /// This is [`Store::load`] for cookie-held records, usable from synchronous code (and the
+    /// fuzz target). It never panics, whatever the input.
+    pub fn open(&self, token: &Token) -> Option<Record> {
+        match self.open_live(token)? {
+            Opened {
+                content: Content::Record(record),
+                ..
+            } => Some(record),
+            Opened { .. } => None,
+        }
+    }
+
+    /// Seals `record` for session `id` into a cookie value, as [`Store::create`] does, without
+    /// the fallback.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] if the cookie would exceed the size limit; [`Error::Random`] if no
+    /// nonce could be drawn (private mode).
+    pub fn seal(&self, id: &SessionId, record: &Record) -> Result<Token, Error> {
+        let text = self.sealer.seal(
+            id,
+            self.clock.now(),
+            record.expires_at,
+            Payload::Record(record),
+        )?;
+        self.check_size(text).map(Token::new)
+    }
+
+    fn check_size(&self, text: String) -> Result<String, Error> {
+        let size = self.cookie_name_len + 1 + text.len();
+        if size > self.max_cookie_size {
+            return Err(Error::TooLarge {
+                size,
+                limit: self.max_cookie_size,
+            });
+        }
+        Ok(text)
+    }
+
+    /// The longest cookie value this store would issue: anything longer is not opened.
+    fn max_value_len(&self) -> usize {
+        self.max_cookie_size
+            .saturating_sub(self.cookie_name_len + 1)
+    }
+
+    /// Opens a token and checks its deadline (markers' deadlines are the fallback store's).
+    fn open_live(&self, token: &Token) -> Option<Opened> {
+        let opened = match self.sealer.open(token.as_str(), self.max_value_len()) {
+            Ok(opened) => opened,
+            Err(rejected) => {
+                tracing::debug!(target: "satchel", reason = rejected.reason(), "session cookie does not open");
+                return None;
+            }
+        };
+        if matches!(opened.content, Content::Record(_)) && opened.expires_at <= self.clock.now() {
+            tracing::debug!(target: "satchel", "session cookie has passed its deadline");
+            return None;
+        }
+        Some(opened)
+    }
+
+    /// Seals a record for session `id`; if it does not fit, applies the oversize policy.
+    async fn issue(&self, id: &SessionId, record: &Record) -> Result<Token, CoreError> {
+        match self.seal(id, record) {
+            Ok(token) => Ok(token),
+            Err(too_large @ Error::TooLarge { .. }) => {
+                let Some(fallback) = self.fallback() else {
+                    return Err(too_large.into());
+                };
+                // A fresh id in the fallback store: the cookie's id may be replayed by an old
+                // cookie of the same session.
+                let inner = fallback.create(&SessionId::generate()?, record).await?;
+                tracing::debug!(target: "satchel", "session too large for a cookie; kept in the fallback store");
+                self.marker(id, &inner)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Seals a marker naming the fallback store's token.
+    fn marker(&self, id: &SessionId, inner: &Token) -> Result<Token, CoreError> {
+        let text = self.sealer.seal(
+            id,
+            self.clock.now(),
+            Timestamp::from_unix_millis(i64::MAX),
+            Payload::Marker(inner),
+        )?;
+        Ok(Token::new(self.check_size(text)?))
+    }
+
+    fn fallback(&self) -> Option<&Arc<dyn Store>> {
+        match &self.oversize {
+            OversizePolicy::Fallback(store) => Some(store),
+            OversizePolicy::Fail => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for CookieSessions {
+    /// Seals `record` under `id` into a new cookie. Never `AlreadyExists`: nothing is kept to
+    /// collide with.
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<Token, CoreError> {
+        self.issue(id, record).await
+    }
+
+    async fn load(&self, token: &Token) -> Result<Option<Record>, CoreError> {
+        let Some(opened) = self.open_live(token) else {
+            return Ok(None);
+        };
+        match (opened.content, self.fallback()) {
+            (Content::Record(record), _) => Ok(Some(record)),
+            (Content::Marker(inner), Some(fallback)) => fallback.load(&inner).await,
+            (Content::Marker(_), None) => {
+                tracing::debug!(target: "satchel", "session cookie names a fallback store this store does not have");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Re-seals the session with `record` (version + 1) if the cookie is live and carries
+    /// `record.version`; returns the new cookie, always.
+    async fn update(&self, token: &Token, record: &Record) -> Result<Option<Token>, CoreError> {
+        let opened = self.open_live(token).ok_or(CoreError::Gone)?;
+        match opened.content {
+            Content::Record(current) => {
+                if current.version != record.version {
+                    return Err(CoreError::Changed {
+                        expected: record.version,
+                    });
+                }
+                let mut next = record.clone();
+                next.version = next.version.wrapping_add(1);
+                self.issue(&opened.id, &next).await.map(Some)
+            }
+            Content::Marker(inner) => {
+                let fallback = self.fallback().ok_or(CoreError::Gone)?;
+                let inner = fallback.update(&inner, record).await?.unwrap_or(inner);
+                self.marker(&opened.id, &inner).map(Some)
+            }
+        }
+    }
+
+    /// Re-seals the session with the new deadline (and the primary key); returns the new
+    /// cookie, always.
+    async fn touch(
+        &self,
+        token: &Token,
+        expires_at: Timestamp,
+    ) -> Result<Option<Token>, CoreError> {
+        let opened = self.open_live(token).ok_or(CoreError::Gone)?;
+        match opened.content {
+            Content::Record(mut record) => {
+                record.expires_at = expires_at;
+                self.issue(&opened.id, &record).await.map(Some)
+            }
+            Content::Marker(inner) => {
+                let fallback = self.fallback().ok_or(CoreError::Gone)?;
+                let inner = fallback.touch(&inner, expires_at).await?.unwrap_or(inner);
+                self.marker(&opened.id, &inner).map(Some)
+            }
+        }
+    }
+
+    /// Re-seals the session under `new_id`. The old cookie cannot be revoked: it stays valid
+    /// until its deadline (unless the session is in the fallback store, which moves it).
+    async fn change_id(&self, token: &Token, new_id: &SessionId) -> Result<Token, CoreError> {
+        let opened = self.open_live(token).ok_or(CoreError::Gone)?;
+        match opened.content {
+            Content::Record(record) => self.issue(new_id, &record).await,
+            Content::Marker(inner) => {
+                let fallback = self.fallback().ok_or(CoreError::Gone)?;
+                let inner = fallback.change_id(&inner, new_id).await?;
+                self.marker(new_id, &inner)
+            }
+        }
+    }
+
+    /// Nothing to delete for a cookie-held session (the layer removes the cookie); a session in
+    /// the fallback store is deleted there.
+    async fn delete(&self, token: &Token) -> Result<(), CoreError> {
+        if let Some(Opened {
+            content: Content::Marker(inner),
+            ..
+        }) = self.open_live(token)
+            && let Some(fallback) = self.fallback()
+        {
+            return fallback.delete(&inner).await;
+        }
+        Ok(())
+    }
+
+    /// Always `false` for a cookie-held session, as nothing is kept on the server; for a
+    /// session in the fallback store, what that store says.
+    async fn exists(&self, token: &Token) -> Result<bool, CoreError> {
+        if let Some(Opened {
+            content: Content::Marker(inner),
+            ..
+        }) = self.open_live(token)
+            && let Some(fallback) = self.fallback()
+        {
+            return fallback.exists(&inner).await;
+        }
+        Ok(false)
+    }
+
+    /// `true` for a cookie sealed with an old key of the ring: the commit then re-seals it
+    /// with the primary key. Looks at the cookie's first bytes only.
+    fn wants_reissue(&self, token: &Token) -> bool {
+        self.sealer.sealed_with_old_key(token.as_str())
+    }
+}

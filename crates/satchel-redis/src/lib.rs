@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod conn;
+mod error;
+mod keys;
+mod scripts;
+mod store;
+
+pub use error::ConnectError;
+pub use keys::InvalidPrefix;
+pub use store::RedisStore;

@@ -1,0 +1,229 @@
+//! PostgresStore against every conformance suite, each case in a table of its own, plus the
+//! PostgreSQL-specific checks.
+//!
+//! Runs against the server `SATCHEL_TEST_POSTGRES_URL` names (read at run time), for example
+//! `postgres://postgres@127.0.0.1:5432/test`; without it every case prints one line and passes.
+
+mod common;
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use satchel::{Expiry, ListSessions, ManualClock, OwnerIndex, Record, SessionId, Store, Timestamp};
+use satchel_sqlx::sqlx::postgres::PgPoolOptions;
+use satchel_sqlx::sqlx::{self, PgPool, Row};
+use satchel_sqlx::{InvalidTableName, PostgresStore};
+use serde_json::json;
+
+/// A small pool on the test server, or `None` (after one line) if no server is configured.
+/// The first call of a run drops the test tables earlier runs left.
+async fn pool() -> Option<PgPool> {
+    let url = common::service_url(
+        "SATCHEL_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+        "PostgreSQL",
+    )?;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .expect("connect to SATCHEL_TEST_POSTGRES_URL");
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables \
+             WHERE schemaname = current_schema() AND tablename LIKE 'satchel\\_t\\_%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("list test tables");
+        for table in tables.iter().filter(|t| common::is_stale_table(t)) {
+            // Best effort: a concurrent run may drop the same table.
+            let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(&pool)
+                .await;
+        }
+    }
+    Some(pool)
+}
+
+/// A migrated store in a fresh table.
+async fn store() -> Option<PostgresStore> {
+    let store = PostgresStore::new(pool().await?)
+        .with_table(&common::unique_table())
+        .expect("a valid table name");
+    store.migrate().await.expect("create the table");
+    Some(store)
+}
+
+async fn make(clock: ManualClock) -> Option<PostgresStore> {
+    Some(store().await?.with_clock(clock))
+}
+
+satchel_conformance::store_suite!(make);
+satchel_conformance::http_suite!(make);
+satchel_conformance::purge_suite!(make);
+satchel_conformance::list_suite!(make);
+satchel_conformance::owner_suite!(make);
+
+/// The same suites with a single connection, so every operation queues for it.
+mod one_connection {
+    use super::*;
+
+    async fn make(clock: ManualClock) -> Option<PostgresStore> {
+        Some(store().await?.with_clock(clock).with_connections(1))
+    }
+
+    satchel_conformance::store_suite!(make);
+    satchel_conformance::owner_suite!(make);
+}
+
+fn now() -> Timestamp {
+    satchel::Clock::now(&satchel::SystemClock)
+}
+
+fn record(data: serde_json::Value) -> Record {
+    let serde_json::Value::Object(map) = data else {
+        panic!("test bug: data must be an object")
+    };
+    Record::new(now(), Expiry::idle(Duration::from_secs(1800))).with_data(map.into_iter().collect())
+}
+
+fn fresh_id() -> SessionId {
+    SessionId::generate().expect("OS random number generator")
+}
+
+#[tokio::test]
+async fn connect_migrates_the_default_table() {
+    let Some(url) = common::service_url(
+        "SATCHEL_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+        "PostgreSQL",
+    ) else {
+        return;
+    };
+    let store = PostgresStore::connect(&url).await.expect("connect");
+    assert_eq!(store.table(), "satchel_sessions");
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('satchel_sessions') IS NOT NULL")
+        .fetch_one(store.pool())
+        .await
+        .expect("look the table up");
+    assert!(exists);
+}
+
+#[tokio::test]
+async fn migrate_twice_and_concurrently_is_fine() {
+    let Some(store) = store().await else { return };
+    store.migrate().await.expect("again");
+    let other = store
+        .clone()
+        .with_table(&common::unique_table())
+        .expect("valid");
+    let (a, b, c) = tokio::join!(other.migrate(), other.migrate(), other.migrate());
+    a.and(b)
+        .and(c)
+        .expect("concurrent migrations wait for each other");
+}
+
+#[tokio::test]
+async fn table_names_are_validated() {
+    let Some(store) = store().await else { return };
+    let error = store
+        .with_table("sessions; DROP TABLE users")
+        .expect_err("refused");
+    assert!(
+        error
+            .source()
+            .is_some_and(|s| s.downcast_ref::<InvalidTableName>().is_some())
+    );
+}
+
+#[tokio::test]
+async fn ids_are_stored_hashed_never_raw() {
+    let Some(store) = store().await else { return };
+    let id = fresh_id();
+    let token = store
+        .create(&id, &record(json!({"a": 1})))
+        .await
+        .expect("create");
+    let rows = sqlx::query(&format!(
+        "SELECT store_key, data, expiry FROM {}",
+        store.table()
+    ))
+    .fetch_all(store.pool())
+    .await
+    .expect("read the table");
+    assert_eq!(rows.len(), 1);
+    let key: Vec<u8> = rows[0].get(0);
+    assert_eq!(key.as_slice(), id.store_key().as_bytes());
+    for column in 1..3 {
+        let text: String = rows[0].get(column);
+        assert!(!text.contains(token.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn rows_that_do_not_decode_are_missing() {
+    let Some(store) = store().await else { return };
+    let bad_id = fresh_id();
+    let bad = store
+        .create(
+            &bad_id,
+            &record(json!({"a": 1})).with_owner(Some("alice".into())),
+        )
+        .await
+        .expect("create");
+    let good = store
+        .create(
+            &fresh_id(),
+            &record(json!({"b": 2})).with_owner(Some("alice".into())),
+        )
+        .await
+        .expect("create");
+    for corruption in [
+        "data = 'not json'",
+        "data = '[1, 2]'",
+        "data = '{}', expiry = '{\"idle_ms\": \"soon\"}'",
+    ] {
+        sqlx::query(&format!(
+            "UPDATE {} SET {corruption} WHERE store_key = $1",
+            store.table()
+        ))
+        .bind(bad_id.store_key().as_bytes().as_slice())
+        .execute(store.pool())
+        .await
+        .expect("corrupt the row");
+        assert_eq!(
+            store.load(&bad).await.expect("no error"),
+            None,
+            "{corruption}"
+        );
+        assert!(!store.exists(&bad).await.expect("no error"));
+        assert_eq!(store.list(None, 10).await.expect("list").len(), 1);
+        assert_eq!(store.list_by_owner("alice").await.expect("list").len(), 1);
+        assert!(store.load(&good).await.expect("load").is_some());
+    }
+    store.delete(&bad).await.expect("delete");
+}
+
+#[tokio::test]
+async fn cancelled_operations_leave_the_store_usable() {
+    let Some(store) = store().await else { return };
+    let store = store.with_connections(1);
+    common::cancelled_operations_leave_the_store_usable(&store, 30, |round| {
+        Duration::from_micros(round * 20)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn owners_compare_exactly() {
+    let Some(store) = store().await else { return };
+    common::owners_compare_exactly(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_updates_keep_every_outcome() {
+    let Some(store) = store().await else { return };
+    common::batched_updates_keep_every_outcome(std::sync::Arc::new(store)).await;
+}

@@ -1,0 +1,302 @@
+//! Layer behaviour beyond the conformance suite: failing stores, custom error responses,
+//! wiring mistakes, headers, explicit commits.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use satchel::{
+    CookieError, CookieSettings, Error, ListSessions, MemoryStore, SameSite, Session, SessionLayer,
+    Sessions, Store,
+};
+use satchel_conformance::faults::Faulty;
+use satchel_conformance::http::{Client, request};
+
+type Flaky = Arc<Faulty<MemoryStore>>;
+
+fn flaky() -> Flaky {
+    Arc::new(Faulty::new(MemoryStore::new()))
+}
+
+fn layer(store: &Flaky) -> SessionLayer {
+    SessionLayer::from_sessions(Sessions::from_shared(Arc::clone(store) as Arc<dyn Store>))
+}
+
+fn app(store: &Flaky) -> Router {
+    satchel_conformance::http::routes().layer(layer(store))
+}
+
+#[tokio::test]
+async fn a_dead_store_gets_503_and_harms_no_session() {
+    let store = flaky();
+    let app = app(&store);
+    let mut alice = Client::new(app.clone());
+    alice.get("/insert/name/alice").await;
+    let mut bob = Client::new(app.clone());
+    bob.get("/insert/name/bob").await;
+
+    store.set_down(true);
+    let reply = alice.get("/get/name").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "load failure"
+    );
+    assert_eq!(
+        reply.headers.get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert!(
+        reply.set_cookie().is_none(),
+        "a failed request does not touch the cookie"
+    );
+    let reply = Client::new(app.clone()).get("/insert/x/1").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "create failure"
+    );
+    assert_eq!(
+        Client::new(app.clone()).get("/untouched").await.status,
+        StatusCode::OK
+    );
+
+    store.set_down(false);
+    assert_eq!(
+        alice.get("/get/name").await.body,
+        "\"alice\"",
+        "recovers without a restart"
+    );
+    assert_eq!(bob.get("/get/name").await.body, "\"bob\"");
+}
+
+#[tokio::test]
+async fn a_store_failing_at_commit_gets_503_and_keeps_the_old_data() {
+    let store = flaky();
+    async fn write_then_fail(session: Session, State(store): State<Flaky>) -> &'static str {
+        session.insert_value("name", "mallory".into());
+        store.set_down(true);
+        "ok"
+    }
+    let app = satchel_conformance::http::routes()
+        .merge(
+            Router::new()
+                .route("/write-then-fail", get(write_then_fail))
+                .with_state(Arc::clone(&store)),
+        )
+        .layer(layer(&store));
+    let mut client = Client::new(app);
+    client.get("/insert/name/alice").await;
+    let reply = client.get("/write-then-fail").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    store.set_down(false);
+    assert_eq!(client.get("/get/name").await.body, "\"alice\"");
+}
+
+#[tokio::test]
+async fn the_app_can_replace_the_error_response() {
+    let store = flaky();
+    let layer = layer(&store).with_error_response(|error| {
+        let status = if error.is_unavailable() {
+            StatusCode::BAD_GATEWAY
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        (status, "custom").into_response()
+    });
+    let app = satchel_conformance::http::routes().layer(layer);
+    store.set_down(true);
+    let reply = request(&app, "/get/a", Some("id=whatever")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.body, "custom");
+}
+
+#[tokio::test]
+async fn id_collisions_on_create_are_retried_with_fresh_ids() {
+    let store = flaky();
+    store.collide_next_creates(2);
+    let mut client = Client::new(app(&store));
+    let reply = client.get("/insert/a/1").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.set_cookie().is_some());
+    assert_eq!(
+        store.creates(),
+        3,
+        "two collisions, then a fresh id that is free"
+    );
+    assert_eq!(client.get("/get/a").await.body, "\"1\"");
+    store.collide_next_creates(10);
+    let reply = Client::new(app(&store)).get("/insert/a/1").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a broken RNG is not looped on forever"
+    );
+}
+
+#[tokio::test]
+async fn endless_contention_is_a_503_not_a_hang() {
+    let store = flaky();
+    let mut client = Client::new(app(&store));
+    client.get("/insert/a/1").await;
+    store.set_lose_updates(true);
+    let reply = client.get("/insert/a/2").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    store.set_lose_updates(false);
+    assert_eq!(client.get("/get/a").await.body, "\"1\"");
+}
+
+#[tokio::test]
+async fn a_session_changed_after_it_ended_gets_409() {
+    // The handler ends its own session behind the layer's back (as a concurrent logout would),
+    // then writes: the write must not resurrect it.
+    let store = MemoryStore::new();
+    async fn write_after_external_logout(
+        session: Session,
+        State(store): State<MemoryStore>,
+    ) -> &'static str {
+        for (key, _) in store.list(None, 100).await.expect("list") {
+            store.delete_by_key(&key).await.expect("delete");
+        }
+        session.insert_value("cart", "item".into());
+        "ok"
+    }
+    let app = satchel_conformance::http::routes()
+        .merge(
+            Router::new()
+                .route("/race", get(write_after_external_logout))
+                .with_state(store.clone()),
+        )
+        .layer(SessionLayer::new(store.clone()));
+    let mut client = Client::new(app);
+    client.get("/insert/a/1").await;
+    let reply = client.get("/race").await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert!(
+        reply.set_cookie().is_none(),
+        "the cookie is left alone: another request owns it now"
+    );
+    assert_eq!(
+        store.count().await.expect("count"),
+        0,
+        "nothing was resurrected"
+    );
+}
+
+#[tokio::test]
+async fn a_value_error_in_a_handler_is_a_500() {
+    async fn wrong_type(session: Session) -> Result<String, Error> {
+        session.insert("n", "not a number")?;
+        let n: Option<u64> = session.get("n")?;
+        Ok(format!("{n:?}"))
+    }
+    let app = Router::new()
+        .route("/", get(wrong_type))
+        .layer(SessionLayer::new(MemoryStore::new()));
+    let reply = request(&app, "/", None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn a_missing_layer_is_a_500_not_a_panic() {
+    let app = satchel_conformance::http::routes();
+    let reply = request(&app, "/get/a", None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn explicit_commits_in_a_handler_still_set_the_cookie() {
+    async fn save_now(
+        session: Session,
+        State(layer): State<SessionLayer>,
+    ) -> Result<&'static str, Error> {
+        session.insert("saved", true)?;
+        layer.sessions().commit(&session).await?;
+        Ok("ok")
+    }
+    let layer = SessionLayer::new(MemoryStore::new());
+    let app = satchel_conformance::http::routes()
+        .merge(
+            Router::new()
+                .route("/save-now", get(save_now))
+                .with_state(layer.clone()),
+        )
+        .layer(layer);
+    let mut client = Client::new(app);
+    let reply = client.get("/save-now").await;
+    assert!(
+        reply.set_cookie().is_some(),
+        "the session saved by the handler reaches the client"
+    );
+    assert_eq!(client.get("/get/saved").await.body, "true");
+}
+
+#[tokio::test]
+async fn two_extractions_in_one_request_share_one_session() {
+    async fn twice(a: Session, b: Session) -> String {
+        a.insert_value("x", 1.into());
+        b.get_value("x").map(|v| v.to_string()).unwrap_or_default()
+    }
+    let app = Router::new()
+        .route("/", get(twice))
+        .layer(SessionLayer::new(MemoryStore::new()));
+    let reply = request(&app, "/", None).await;
+    assert_eq!(reply.body, "1");
+    assert!(reply.set_cookie().is_some());
+}
+
+#[tokio::test]
+async fn vary_and_cache_control_are_added_once_and_never_override() {
+    async fn with_headers(session: Session) -> impl IntoResponse {
+        session.insert_value("a", 1.into());
+        (
+            [
+                (
+                    header::VARY,
+                    HeaderValue::from_static("Accept-Encoding, Cookie"),
+                ),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("private, max-age=0"),
+                ),
+            ],
+            "ok",
+        )
+    }
+    let app = Router::new()
+        .route("/", get(with_headers))
+        .route(
+            "/plain",
+            get(|session: Session| async move { session.insert_value("b", 2.into()) }),
+        )
+        .layer(SessionLayer::new(MemoryStore::new()));
+    let reply = request(&app, "/", None).await;
+    assert_eq!(reply.headers.get_all(header::VARY).iter().count(), 1);
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "private, max-age=0");
+    let reply = request(&app, "/plain", None).await;
+    assert_eq!(reply.headers[header::VARY], "cookie");
+    assert_eq!(
+        reply.headers[header::CACHE_CONTROL],
+        "no-cache=\"Set-Cookie\""
+    );
+}
+
+#[test]
+fn invalid_cookie_settings_are_refused_up_front() {
+    let layer = SessionLayer::new(MemoryStore::new());
+    let refused = layer.clone().with_cookie(
+        CookieSettings::new()
+            .with_host_prefix(true)
+            .with_domain("example.com"),
+    );
+    assert_eq!(refused.err(), Some(CookieError::HostPrefixRequirements));
+    let refused = layer.with_cookie(
+        CookieSettings::new()
+            .with_same_site(SameSite::None)
+            .with_secure(false),
+    );
+    assert_eq!(refused.err(), Some(CookieError::SameSiteNoneRequiresSecure));
+}
