@@ -135,6 +135,26 @@ impl Expiry {
         self.browser_session
     }
 
+    /// The renewal threshold exactly as stored, in thousandths (for the record codec).
+    pub(crate) const fn renew_below_permille(&self) -> u16 {
+        self.renew_below_permille
+    }
+
+    /// A policy from its stored parts (for the record codec); the threshold is capped at 1000.
+    pub(crate) fn from_parts(
+        idle: Option<Duration>,
+        absolute: Option<Duration>,
+        renew_below_permille: u16,
+        browser_session: bool,
+    ) -> Self {
+        Self {
+            idle,
+            absolute,
+            renew_below_permille: renew_below_permille.min(1000),
+            browser_session,
+        }
+    }
+
     /// The hard cap for a session created at `created_at`, if there is one.
     pub fn absolute_deadline(&self, created_at: Timestamp) -> Option<Timestamp> {
         self.absolute.map(|lifetime| created_at + lifetime)
