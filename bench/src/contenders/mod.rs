@@ -97,6 +97,7 @@ mod mysql;
 mod postgres;
 mod redb;
 mod redis;
+mod sql_raw;
 mod sqlite;
 
 /// Every contender, family by family.

@@ -5,17 +5,12 @@
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::State;
-use axum::http::header::SET_COOKIE;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use satchel_sqlx::MySqlStore;
-use satchel_sqlx::sqlx::mysql::MySqlPoolOptions;
-use satchel_sqlx::sqlx::{self, MySqlPool};
+use satchel_sqlx::sqlx;
+use satchel_sqlx::sqlx::mysql::{MySqlPoolOptions, MySqlQueryResult};
 
-use super::sqlite::{raw_new_row, raw_row_id};
-use super::{BODY, BuildFuture, Contender, RAW_GOAL, Reply, Target, hello, satchel_router};
+use super::sql_raw::{self, Statements};
+use super::{BuildFuture, Contender, RAW_GOAL, Target, satchel_router};
 
 pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
@@ -87,20 +82,7 @@ fn satchel_write_app() -> BuildFuture {
     Box::pin(satchel_app("satchel_bench_write"))
 }
 
-fn raw_failed(_: sqlx::Error) -> (StatusCode, &'static str) {
-    (StatusCode::INTERNAL_SERVER_ERROR, "database error")
-}
-
-/// The raw contenders' table; one per contender.
-#[derive(Clone)]
-struct Raw {
-    pool: MySqlPool,
-    select: &'static str,
-    update: &'static str,
-    insert: &'static str,
-}
-
-async fn raw_app(table: &'static str, raw: [&'static str; 3]) -> anyhow::Result<Router> {
+async fn raw_app(table: &'static str, statements: &'static Statements) -> anyhow::Result<Router> {
     let pool = MySqlPoolOptions::new()
         .test_before_acquire(false)
         .connect(&url())
@@ -115,73 +97,31 @@ async fn raw_app(table: &'static str, raw: [&'static str; 3]) -> anyhow::Result<
     sqlx::query(&format!("TRUNCATE {table}"))
         .execute(&pool)
         .await?;
-    let [select, update, insert] = raw;
-    Ok(Router::new()
-        .route("/", get(hello))
-        .route("/setup", get(raw_setup))
-        .route("/read", get(raw_read))
-        .route("/write", get(raw_write))
-        .with_state(Raw {
-            pool,
-            select,
-            update,
-            insert,
-        }))
-}
-
-async fn raw_setup(
-    State(raw): State<Raw>,
-) -> Result<impl IntoResponse, (StatusCode, &'static str)> {
-    let (id, cookie) = raw_new_row().map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "no id"))?;
-    sqlx::query(raw.insert)
-        .bind(id.as_slice())
-        .execute(&raw.pool)
-        .await
-        .map_err(raw_failed)?;
-    Ok(([(SET_COOKIE, cookie)], BODY))
-}
-
-async fn raw_read(State(raw): State<Raw>, headers: HeaderMap) -> Reply {
-    let id = raw_row_id(&headers).ok_or((StatusCode::CONFLICT, "no cookie"))?;
-    let row = sqlx::query(raw.select)
-        .bind(id.as_slice())
-        .fetch_optional(&raw.pool)
-        .await
-        .map_err(raw_failed)?;
-    row.map(|_| BODY).ok_or((StatusCode::CONFLICT, "no row"))
-}
-
-async fn raw_write(State(raw): State<Raw>, headers: HeaderMap) -> Reply {
-    let id = raw_row_id(&headers).ok_or((StatusCode::CONFLICT, "no cookie"))?;
-    let done = sqlx::query(raw.update)
-        .bind(id.as_slice())
-        .execute(&raw.pool)
-        .await
-        .map_err(raw_failed)?;
-    match done.rows_affected() {
-        1 => Ok(BODY),
-        _ => Err((StatusCode::CONFLICT, "no row")),
-    }
+    Ok(sql_raw::router(
+        pool,
+        statements,
+        MySqlQueryResult::rows_affected,
+    ))
 }
 
 fn raw_read_app() -> BuildFuture {
     Box::pin(raw_app(
         "raw_bench_read",
-        [
-            "SELECT n FROM raw_bench_read WHERE id = ?",
-            "UPDATE raw_bench_read SET n = n + 1 WHERE id = ?",
-            "INSERT INTO raw_bench_read (id, n) VALUES (?, 1)",
-        ],
+        &Statements {
+            select: "SELECT n FROM raw_bench_read WHERE id = ?",
+            update: "UPDATE raw_bench_read SET n = n + 1 WHERE id = ?",
+            insert: "INSERT INTO raw_bench_read (id, n) VALUES (?, 1)",
+        },
     ))
 }
 
 fn raw_write_app() -> BuildFuture {
     Box::pin(raw_app(
         "raw_bench_write",
-        [
-            "SELECT n FROM raw_bench_write WHERE id = ?",
-            "UPDATE raw_bench_write SET n = n + 1 WHERE id = ?",
-            "INSERT INTO raw_bench_write (id, n) VALUES (?, 1)",
-        ],
+        &Statements {
+            select: "SELECT n FROM raw_bench_write WHERE id = ?",
+            update: "UPDATE raw_bench_write SET n = n + 1 WHERE id = ?",
+            insert: "INSERT INTO raw_bench_write (id, n) VALUES (?, 1)",
+        },
     ))
 }

@@ -10,11 +10,9 @@ mod common;
 use std::error::Error as _;
 use std::time::Duration;
 
-use satchel::{
-    Error, Expiry, ListSessions, ManualClock, OwnerIndex, Record, SessionId, Store, Timestamp,
-};
+use satchel::{Error, Expiry, ManualClock, Record, SessionId, Store, Timestamp};
 use satchel_sqlx::sqlx::mysql::MySqlPoolOptions;
-use satchel_sqlx::sqlx::{self, MySqlPool, Row};
+use satchel_sqlx::sqlx::{self, MySqlPool};
 use satchel_sqlx::{InvalidTableName, MySqlStore};
 use serde_json::json;
 
@@ -145,69 +143,37 @@ async fn table_names_are_validated() {
 #[tokio::test]
 async fn ids_are_stored_hashed_never_raw() {
     let Some(store) = store().await else { return };
-    let id = fresh_id();
-    let token = store
-        .create(&id, &record(json!({"a": 1})))
+    common::ids_are_stored_hashed_never_raw(&store, async || {
+        sqlx::query_as(&format!(
+            "SELECT store_key, data, expiry FROM {}",
+            store.table()
+        ))
+        .fetch_all(store.pool())
         .await
-        .expect("create");
-    let rows = sqlx::query(&format!(
-        "SELECT store_key, data, expiry FROM {}",
-        store.table()
-    ))
-    .fetch_all(store.pool())
-    .await
-    .expect("read the table");
-    assert_eq!(rows.len(), 1);
-    let key: Vec<u8> = rows[0].get(0);
-    assert_eq!(key.as_slice(), id.store_key().as_bytes());
-    for column in 1..3 {
-        let text: String = rows[0].get(column);
-        assert!(!text.contains(token.as_str()));
-    }
+        .expect("read the table")
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn rows_that_do_not_decode_are_missing() {
     let Some(store) = store().await else { return };
-    let bad_id = fresh_id();
-    let bad = store
-        .create(
-            &bad_id,
-            &record(json!({"a": 1})).with_owner(Some("alice".into())),
-        )
-        .await
-        .expect("create");
-    let good = store
-        .create(
-            &fresh_id(),
-            &record(json!({"b": 2})).with_owner(Some("alice".into())),
-        )
-        .await
-        .expect("create");
-    for corruption in [
+    let corruptions = [
         "data = 'not json'",
         "data = '[1, 2]'",
         "data = '{}', expiry = '{\"idle_ms\": \"soon\"}'",
-    ] {
+    ];
+    common::rows_that_do_not_decode_are_missing(&store, &corruptions, async |corruption, key| {
         sqlx::query(&format!(
             "UPDATE {} SET {corruption} WHERE store_key = ?",
             store.table()
         ))
-        .bind(bad_id.store_key().as_bytes().as_slice())
+        .bind(key)
         .execute(store.pool())
         .await
         .expect("corrupt the row");
-        assert_eq!(
-            store.load(&bad).await.expect("no error"),
-            None,
-            "{corruption}"
-        );
-        assert!(!store.exists(&bad).await.expect("no error"));
-        assert_eq!(store.list(None, 10).await.expect("list").len(), 1);
-        assert_eq!(store.list_by_owner("alice").await.expect("list").len(), 1);
-        assert!(store.load(&good).await.expect("load").is_some());
-    }
-    store.delete(&bad).await.expect("delete");
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -9,11 +9,10 @@ mod common;
 use std::error::Error as _;
 use std::time::Duration;
 
-use satchel::{Expiry, ListSessions, ManualClock, OwnerIndex, Record, SessionId, Store, Timestamp};
+use satchel::ManualClock;
 use satchel_sqlx::sqlx::postgres::PgPoolOptions;
-use satchel_sqlx::sqlx::{self, PgPool, Row};
+use satchel_sqlx::sqlx::{self, PgPool};
 use satchel_sqlx::{InvalidTableName, PostgresStore};
-use serde_json::json;
 
 /// A small pool on the test server, or `None` (after one line) if no server is configured.
 /// The first call of a run drops the test tables earlier runs left.
@@ -78,21 +77,6 @@ mod one_connection {
     satchel_conformance::owner_suite!(make);
 }
 
-fn now() -> Timestamp {
-    satchel::Clock::now(&satchel::SystemClock)
-}
-
-fn record(data: serde_json::Value) -> Record {
-    let serde_json::Value::Object(map) = data else {
-        panic!("test bug: data must be an object")
-    };
-    Record::new(now(), Expiry::idle(Duration::from_secs(1800))).with_data(map.into_iter().collect())
-}
-
-fn fresh_id() -> SessionId {
-    SessionId::generate().expect("OS random number generator")
-}
-
 #[tokio::test]
 async fn connect_migrates_the_default_table() {
     let Some(url) = common::service_url(
@@ -141,69 +125,37 @@ async fn table_names_are_validated() {
 #[tokio::test]
 async fn ids_are_stored_hashed_never_raw() {
     let Some(store) = store().await else { return };
-    let id = fresh_id();
-    let token = store
-        .create(&id, &record(json!({"a": 1})))
+    common::ids_are_stored_hashed_never_raw(&store, async || {
+        sqlx::query_as(&format!(
+            "SELECT store_key, data, expiry FROM {}",
+            store.table()
+        ))
+        .fetch_all(store.pool())
         .await
-        .expect("create");
-    let rows = sqlx::query(&format!(
-        "SELECT store_key, data, expiry FROM {}",
-        store.table()
-    ))
-    .fetch_all(store.pool())
-    .await
-    .expect("read the table");
-    assert_eq!(rows.len(), 1);
-    let key: Vec<u8> = rows[0].get(0);
-    assert_eq!(key.as_slice(), id.store_key().as_bytes());
-    for column in 1..3 {
-        let text: String = rows[0].get(column);
-        assert!(!text.contains(token.as_str()));
-    }
+        .expect("read the table")
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn rows_that_do_not_decode_are_missing() {
     let Some(store) = store().await else { return };
-    let bad_id = fresh_id();
-    let bad = store
-        .create(
-            &bad_id,
-            &record(json!({"a": 1})).with_owner(Some("alice".into())),
-        )
-        .await
-        .expect("create");
-    let good = store
-        .create(
-            &fresh_id(),
-            &record(json!({"b": 2})).with_owner(Some("alice".into())),
-        )
-        .await
-        .expect("create");
-    for corruption in [
+    let corruptions = [
         "data = 'not json'",
         "data = '[1, 2]'",
         "data = '{}', expiry = '{\"idle_ms\": \"soon\"}'",
-    ] {
+    ];
+    common::rows_that_do_not_decode_are_missing(&store, &corruptions, async |corruption, key| {
         sqlx::query(&format!(
             "UPDATE {} SET {corruption} WHERE store_key = $1",
             store.table()
         ))
-        .bind(bad_id.store_key().as_bytes().as_slice())
+        .bind(key)
         .execute(store.pool())
         .await
         .expect("corrupt the row");
-        assert_eq!(
-            store.load(&bad).await.expect("no error"),
-            None,
-            "{corruption}"
-        );
-        assert!(!store.exists(&bad).await.expect("no error"));
-        assert_eq!(store.list(None, 10).await.expect("list").len(), 1);
-        assert_eq!(store.list_by_owner("alice").await.expect("list").len(), 1);
-        assert!(store.load(&good).await.expect("load").is_some());
-    }
-    store.delete(&bad).await.expect("delete");
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -7,10 +7,8 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use satchel::{
-    Error, Expiry, ListSessions, ManualClock, OwnerIndex, Record, SessionId, Store, Timestamp,
-};
-use satchel_sqlx::sqlx::{self, Row};
+use satchel::{Error, Expiry, ListSessions, ManualClock, Record, SessionId, Store, Timestamp};
+use satchel_sqlx::sqlx;
 use satchel_sqlx::{InvalidTableName, SqliteStore};
 use serde_json::json;
 
@@ -143,22 +141,13 @@ async fn ids_are_stored_hashed_never_raw() {
     let store = SqliteStore::connect(&common::sqlite_url())
         .await
         .expect("connect");
-    let id = fresh_id();
-    let token = store
-        .create(&id, &record(now(), json!({"a": 1})))
-        .await
-        .expect("create");
-    let rows = sqlx::query("SELECT store_key, data, expiry FROM satchel_sessions")
-        .fetch_all(store.pool())
-        .await
-        .expect("read the table");
-    assert_eq!(rows.len(), 1);
-    let key: Vec<u8> = rows[0].get(0);
-    assert_eq!(key.as_slice(), id.store_key().as_bytes());
-    for column in 1..3 {
-        let text: String = rows[0].get(column);
-        assert!(!text.contains(token.as_str()));
-    }
+    common::ids_are_stored_hashed_never_raw(&store, async || {
+        sqlx::query_as("SELECT store_key, data, expiry FROM satchel_sessions")
+            .fetch_all(store.pool())
+            .await
+            .expect("read the table")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -166,61 +155,22 @@ async fn rows_that_do_not_decode_are_missing() {
     let store = SqliteStore::connect(&common::sqlite_url())
         .await
         .expect("connect");
-    let now = now();
-    let alice = Some("alice".to_owned());
-    let bad_id = fresh_id();
-    let bad = store
-        .create(
-            &bad_id,
-            &record(now, json!({"a": 1})).with_owner(alice.clone()),
-        )
+    let corruptions = [
+        "data = 'not json'",
+        "data = '[1, 2]'",
+        "data = '{}', expiry = '{\"idle_ms\": \"soon\"}'",
+        "data = X'FFFE'",
+    ];
+    common::rows_that_do_not_decode_are_missing(&store, &corruptions, async |corruption, key| {
+        sqlx::query(&format!(
+            "UPDATE satchel_sessions SET {corruption} WHERE store_key = ?"
+        ))
+        .bind(key)
+        .execute(store.pool())
         .await
-        .expect("create");
-    let good = store
-        .create(&fresh_id(), &record(now, json!({"b": 2})).with_owner(alice))
-        .await
-        .expect("create");
-    for corruption in [
-        "UPDATE satchel_sessions SET data = 'not json' WHERE store_key = ?",
-        "UPDATE satchel_sessions SET data = '[1, 2]' WHERE store_key = ?",
-        "UPDATE satchel_sessions SET data = '{}', expiry = '{\"idle_ms\": \"soon\"}' WHERE store_key = ?",
-        "UPDATE satchel_sessions SET data = X'FFFE' WHERE store_key = ?",
-    ] {
-        sqlx::query(corruption)
-            .bind(bad_id.store_key().as_bytes().as_slice())
-            .execute(store.pool())
-            .await
-            .expect("corrupt the row");
-        assert_eq!(
-            store.load(&bad).await.expect("no error"),
-            None,
-            "{corruption}"
-        );
-        assert!(!store.exists(&bad).await.expect("no error"));
-        assert_eq!(
-            store
-                .load_by_key(&bad_id.store_key())
-                .await
-                .expect("no error"),
-            None
-        );
-        let listed = store.list(None, 10).await.expect("list");
-        assert_eq!(listed.len(), 1, "the corrupt row is skipped: {corruption}");
-        assert_eq!(
-            store.list_by_owner("alice").await.expect("by owner").len(),
-            1
-        );
-        assert!(store.load(&good).await.expect("load").is_some());
-    }
-    // A short page of good rows around a corrupt one is still filled.
-    let more = store
-        .create(&fresh_id(), &record(now, json!({"c": 3})))
-        .await
-        .expect("create");
-    assert_eq!(store.list(None, 2).await.expect("list").len(), 2);
-    assert!(store.load(&more).await.expect("load").is_some());
-    // The corrupt session can still be deleted.
-    store.delete(&bad).await.expect("delete");
+        .expect("corrupt the row");
+    })
+    .await;
 }
 
 /// 50 tasks on two stores (two pools, as two processes would have) over one file: each creates

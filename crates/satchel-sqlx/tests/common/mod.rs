@@ -271,3 +271,79 @@ pub(crate) async fn owners_compare_exactly<S: satchel::OwnerIndex>(store: &S) {
     assert_eq!(store.list_by_owner("Alice").await.expect("list").len(), 1);
     assert_eq!(store.list_by_owner("alice ").await.expect("list").len(), 1);
 }
+
+/// The table's only row keeps the id's hash as its key and nothing of the token anywhere.
+/// `rows` reads `(store_key, data, expiry)` of every row in the store's table.
+pub(crate) async fn ids_are_stored_hashed_never_raw<S: satchel::Store>(
+    store: &S,
+    rows: impl AsyncFn() -> Vec<(Vec<u8>, String, String)>,
+) {
+    let id = fresh_id();
+    let token = store
+        .create(&id, &record(serde_json::json!({"a": 1})))
+        .await
+        .expect("create");
+    let rows = rows().await;
+    assert_eq!(rows.len(), 1);
+    let (key, data, expiry) = &rows[0];
+    assert_eq!(key.as_slice(), id.store_key().as_bytes());
+    for text in [data, expiry] {
+        assert!(!text.contains(token.as_str()));
+    }
+}
+
+/// A row damaged in each of `corruptions` ways (each applied by `corrupt`, which gets the
+/// corruption and the row's store key) reads as missing everywhere, never as an error, and
+/// does not hide the owner's other session; it can still be deleted.
+pub(crate) async fn rows_that_do_not_decode_are_missing<S>(
+    store: &S,
+    corruptions: &[&str],
+    corrupt: impl AsyncFn(&str, &[u8]),
+) where
+    S: satchel::OwnerIndex + satchel::ListSessions,
+{
+    let alice = Some("alice".to_owned());
+    let bad_id = fresh_id();
+    let bad = store
+        .create(
+            &bad_id,
+            &record(serde_json::json!({"a": 1})).with_owner(alice.clone()),
+        )
+        .await
+        .expect("create");
+    let good = store
+        .create(
+            &fresh_id(),
+            &record(serde_json::json!({"b": 2})).with_owner(alice),
+        )
+        .await
+        .expect("create");
+    for corruption in corruptions {
+        corrupt(corruption, bad_id.store_key().as_bytes()).await;
+        assert_eq!(
+            store.load(&bad).await.expect("no error"),
+            None,
+            "{corruption}"
+        );
+        assert!(!store.exists(&bad).await.expect("no error"));
+        assert_eq!(
+            store
+                .load_by_key(&bad_id.store_key())
+                .await
+                .expect("no error"),
+            None
+        );
+        let listed = store.list(None, 10).await.expect("list");
+        assert_eq!(listed.len(), 1, "the corrupt row is skipped: {corruption}");
+        assert_eq!(store.list_by_owner("alice").await.expect("list").len(), 1);
+        assert!(store.load(&good).await.expect("load").is_some());
+    }
+    // A short page of good rows around a corrupt one is still filled.
+    let more = store
+        .create(&fresh_id(), &record(serde_json::json!({"c": 3})))
+        .await
+        .expect("create");
+    assert_eq!(store.list(None, 2).await.expect("list").len(), 2);
+    assert!(store.load(&more).await.expect("load").is_some());
+    store.delete(&bad).await.expect("delete");
+}
