@@ -285,6 +285,42 @@ async fn a_moved_session_keeps_its_hash_slot_and_its_new_id_stays_claimed() {
     assert_eq!(case.store.load(&new).await.expect("load"), None);
 }
 
+/// A server that lost its script cache (restarted, failed over, `SCRIPT FLUSH`) answers
+/// `NOSCRIPT`; the store loads the script again and the write goes through.
+#[tokio::test]
+async fn writes_survive_a_flushed_script_cache() {
+    let Some(mut case) = case().await else { return };
+    let record = record(&case.clock, Some("flushed"));
+    let token = case
+        .store
+        .create(&SessionId::generate().expect("rng"), &record)
+        .await
+        .expect("create");
+    for round in 0..3u64 {
+        let () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut case.raw)
+            .await
+            .expect("SCRIPT FLUSH");
+        let mut next = case.store.load(&token).await.expect("load").expect("there");
+        assert_eq!(next.version, round);
+        next.data.insert("round".into(), json!(round));
+        let moved = case.store.update(&token, &next).await.expect("update");
+        assert_eq!(moved, None);
+    }
+    let stored = case.store.load(&token).await.expect("load").expect("there");
+    assert_eq!((stored.version, &stored.data["round"]), (3, &json!(2)));
+    assert_eq!(
+        case.store
+            .list_by_owner("flushed")
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    case.store.delete(&token).await.expect("delete");
+}
+
 #[tokio::test]
 async fn prefixes_are_validated() {
     let Some(case) = case().await else { return };
