@@ -10,7 +10,7 @@
 //! body     = flags (1 byte: bit 0 deflated, bit 1 fallback marker)
 //!            issued_at, expires_at (8 bytes each: big-endian Unix milliseconds)
 //!            session id (32 bytes)
-//!            payload: the record in `satchel_core::codec` JSON (raw deflate if bit 0),
+//!            payload: the record in `satchel_core::codec` format (raw deflate if bit 0),
 //!                     or, for a fallback marker, the fallback store's token
 //! ```
 //!

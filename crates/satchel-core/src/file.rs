@@ -50,7 +50,7 @@ const LOCK_ATTEMPTS: usize = 8;
 /// Everything lives in one flat directory. With the default prefix `satchel-id-`:
 ///
 /// ```text
-/// satchel-id-<64 hex>                      one session: its record, as codec JSON
+/// satchel-id-<64 hex>                      one session: its record, in the codec's format
 /// satchel-id-<64 hex>.<millis>-<16 hex>.tmp a write in progress (or left behind by a crash)
 /// satchel-id-<2 hex>.lock                  one of at most 256 lock stripes, made on demand
 /// ```
