@@ -5,7 +5,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use satchel_sqlx::sqlx::{self, Database, Encode, Executor, IntoArguments, Pool, Type};
 
@@ -36,7 +35,8 @@ impl<DB: Database> Clone for Raw<DB> {
     }
 }
 
-/// The raw contender's routes over `pool`.
+/// The raw contender's routes over `pool`. The handlers are closures so that they share this
+/// function's sqlx bounds instead of repeating them.
 pub(crate) fn router<DB>(
     pool: Pool<DB>,
     statements: &'static Statements,
@@ -48,11 +48,42 @@ where
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
     for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
 {
+    let setup = async |State(raw): State<Raw<DB>>| -> Result<_, (StatusCode, &'static str)> {
+        let (id, cookie) =
+            raw_new_row().map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "no id"))?;
+        sqlx::query(raw.statements.insert)
+            .bind(id.as_slice())
+            .execute(&raw.pool)
+            .await
+            .map_err(failed)?;
+        Ok(([(SET_COOKIE, cookie)], BODY))
+    };
+    let read = async |State(raw): State<Raw<DB>>, headers: HeaderMap| -> Reply {
+        let id = raw_row_id(&headers).ok_or((StatusCode::CONFLICT, "no cookie"))?;
+        let row = sqlx::query(raw.statements.select)
+            .bind(id.as_slice())
+            .fetch_optional(&raw.pool)
+            .await
+            .map_err(failed)?;
+        row.map(|_| BODY).ok_or((StatusCode::CONFLICT, "no row"))
+    };
+    let write = async |State(raw): State<Raw<DB>>, headers: HeaderMap| -> Reply {
+        let id = raw_row_id(&headers).ok_or((StatusCode::CONFLICT, "no cookie"))?;
+        let done = sqlx::query(raw.statements.update)
+            .bind(id.as_slice())
+            .execute(&raw.pool)
+            .await
+            .map_err(failed)?;
+        match (raw.rows_affected)(&done) {
+            1 => Ok(BODY),
+            _ => Err((StatusCode::CONFLICT, "no row")),
+        }
+    };
     Router::new()
         .route("/", get(hello))
-        .route("/setup", get(setup::<DB>))
-        .route("/read", get(read::<DB>))
-        .route("/write", get(write::<DB>))
+        .route("/setup", get(setup))
+        .route("/read", get(read))
+        .route("/write", get(write))
         .with_state(Raw {
             pool,
             statements,
@@ -62,57 +93,4 @@ where
 
 fn failed(_: sqlx::Error) -> (StatusCode, &'static str) {
     (StatusCode::INTERNAL_SERVER_ERROR, "database error")
-}
-
-async fn setup<DB>(
-    State(raw): State<Raw<DB>>,
-) -> Result<impl IntoResponse, (StatusCode, &'static str)>
-where
-    DB: Database,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
-{
-    let (id, cookie) = raw_new_row().map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "no id"))?;
-    sqlx::query(raw.statements.insert)
-        .bind(id.as_slice())
-        .execute(&raw.pool)
-        .await
-        .map_err(failed)?;
-    Ok(([(SET_COOKIE, cookie)], BODY))
-}
-
-async fn read<DB>(State(raw): State<Raw<DB>>, headers: HeaderMap) -> Reply
-where
-    DB: Database,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
-{
-    let id = raw_row_id(&headers).ok_or((StatusCode::CONFLICT, "no cookie"))?;
-    let row = sqlx::query(raw.statements.select)
-        .bind(id.as_slice())
-        .fetch_optional(&raw.pool)
-        .await
-        .map_err(failed)?;
-    row.map(|_| BODY).ok_or((StatusCode::CONFLICT, "no row"))
-}
-
-async fn write<DB>(State(raw): State<Raw<DB>>, headers: HeaderMap) -> Reply
-where
-    DB: Database,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
-{
-    let id = raw_row_id(&headers).ok_or((StatusCode::CONFLICT, "no cookie"))?;
-    let done = sqlx::query(raw.statements.update)
-        .bind(id.as_slice())
-        .execute(&raw.pool)
-        .await
-        .map_err(failed)?;
-    match (raw.rows_affected)(&done) {
-        1 => Ok(BODY),
-        _ => Err((StatusCode::CONFLICT, "no row")),
-    }
 }

@@ -39,17 +39,17 @@ pub fn encode(record: &Record) -> Result<Vec<u8>, Error> {
     let owner_len = record.owner.as_ref().map_or(0, String::len);
     let mut out = Vec::with_capacity(96 + owner_len);
     out.extend_from_slice(MAGIC);
-    push_u64(&mut out, record.version);
+    push_int(&mut out, record.version);
     out.push(b' ');
-    push_i64(&mut out, record.created_at.as_unix_millis());
+    push_int(&mut out, record.created_at.as_unix_millis());
     out.push(b' ');
-    push_i64(&mut out, record.expires_at.as_unix_millis());
+    push_int(&mut out, record.expires_at.as_unix_millis());
     out.push(b' ');
     push_duration(&mut out, record.expiry.idle_timeout());
     out.push(b' ');
     push_duration(&mut out, record.expiry.absolute_lifetime());
     out.push(b' ');
-    push_u64(&mut out, u64::from(record.expiry.renew_below_permille()));
+    push_int(&mut out, record.expiry.renew_below_permille());
     out.push(b' ');
     out.push(if record.expiry.is_browser_session() {
         b'1'
@@ -60,7 +60,7 @@ pub fn encode(record: &Record) -> Result<Vec<u8>, Error> {
     match &record.owner {
         None => out.push(b'-'),
         Some(owner) => {
-            push_u64(&mut out, owner.len() as u64);
+            push_int(&mut out, owner.len());
             out.push(b':');
             out.extend_from_slice(owner.as_bytes());
         }
@@ -147,6 +147,7 @@ impl<'a> Fields<'a> {
             self.rest = rest;
             return Ok(None);
         }
+        // The length is a u64: at most 20 digits before the colon.
         let Some(colon) = self.rest.iter().take(21).position(|&b| b == b':') else {
             return Err(Error::codec("the record's owner has no length"));
         };
@@ -163,32 +164,22 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// A field of ASCII digits only (no sign: `str::parse` alone would take `+1`).
 fn parse_u64(field: &[u8], what: &str) -> Result<u64, Error> {
-    let bad = || Error::codec(format!("the record's {what} is not a number"));
-    if field.is_empty() || field.len() > 20 {
-        return Err(bad());
-    }
-    field
-        .iter()
-        .try_fold(0u64, |n, &b| {
-            if b.is_ascii_digit() {
-                n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-            } else {
-                None
-            }
-        })
-        .ok_or_else(bad)
+    std::str::from_utf8(field)
+        .ok()
+        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| Error::codec(format!("the record's {what} is not a number")))
 }
 
+/// An optional `-` and then digits, as [`parse_u64`].
 fn parse_i64(field: &[u8], what: &str) -> Result<i64, Error> {
-    let bad = || Error::codec(format!("the record's {what} is not a number"));
-    match field.strip_prefix(b"-") {
-        Some(digits) => {
-            let magnitude = parse_u64(digits, what)?;
-            0i64.checked_sub_unsigned(magnitude).ok_or_else(bad)
-        }
-        None => i64::try_from(parse_u64(field, what)?).map_err(|_| bad()),
-    }
+    let value = match field.strip_prefix(b"-") {
+        Some(digits) => 0i64.checked_sub_unsigned(parse_u64(digits, what)?),
+        None => i64::try_from(parse_u64(field, what)?).ok(),
+    };
+    value.ok_or_else(|| Error::codec(format!("the record's {what} is not a number")))
 }
 
 fn parse_duration(field: &[u8], what: &str) -> Result<Option<Duration>, Error> {
@@ -199,31 +190,13 @@ fn parse_duration(field: &[u8], what: &str) -> Result<Option<Duration>, Error> {
     }
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // `n % 10` is below 10, so the cast is exact.
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
-fn push_i64(out: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    push_u64(out, n.unsigned_abs());
+fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn push_duration(out: &mut Vec<u8>, duration: Option<Duration>) {
     match duration {
-        Some(d) => push_u64(out, u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        Some(d) => push_int(out, u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         None => out.push(b'-'),
     }
 }

@@ -140,17 +140,19 @@ impl Expiry {
         self.renew_below_permille
     }
 
-    /// A policy from its stored parts (for the record codec); the threshold is capped at 1000.
+    /// A policy from its stored parts (for the record codec, which refuses thresholds above
+    /// 1000 permille before calling this).
     pub(crate) fn from_parts(
         idle: Option<Duration>,
         absolute: Option<Duration>,
         renew_below_permille: u16,
         browser_session: bool,
     ) -> Self {
+        debug_assert!(renew_below_permille <= 1000);
         Self {
             idle,
             absolute,
-            renew_below_permille: renew_below_permille.min(1000),
+            renew_below_permille,
             browser_session,
         }
     }
