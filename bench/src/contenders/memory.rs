@@ -1,7 +1,23 @@
-//! The in-memory contenders: bare axum (the baseline), Satchel's MemoryStore and
-//! tower-sessions' MemoryStore.
+//! The in-memory contenders: bare axum (the baseline), Satchel's MemoryStore,
+//! tower-sessions' MemoryStore, and the floor: a handler doing by hand only what any
+//! server-side session must do per request.
 
-use super::{BASELINE, Contender, Target, bare_app, satchel_app, tower_sessions_app};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::http::header::SET_COOKIE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use sha2::{Digest as _, Sha256};
+
+use super::sqlite::{raw_new_row, raw_row_id};
+use super::{
+    BASELINE, BODY, BuildFuture, Contender, Reply, Target, bare_app, hello, satchel_app,
+    tower_sessions_app,
+};
 
 pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
@@ -52,4 +68,76 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         path: "/write",
         target: Target::About(0.71),
     },
+    Contender {
+        name: "floor-read",
+        summary: "no session layer: find the cookie, SHA-256 the id, look it up in a locked \
+                  HashMap, read the integer (the least any server-side session does)",
+        build: floor_app,
+        setup_path: Some("/setup"),
+        path: "/read",
+        target: Target::Versus(&["satchel-read"]),
+    },
+    Contender {
+        name: "floor-write",
+        summary: "no session layer: as floor-read, then increment the integer in place",
+        build: floor_app,
+        setup_path: Some("/setup"),
+        path: "/write",
+        target: Target::Versus(&["satchel-write"]),
+    },
 ];
+
+/// The floor's sessions: SHA-256 of the cookie's id to one integer, as a store keyed by hashed
+/// ids keeps them, without records, versions, expiry or a layer.
+type Floor = Arc<Mutex<HashMap<[u8; 32], u64>>>;
+
+fn floor_app() -> BuildFuture {
+    Box::pin(async {
+        Ok(Router::new()
+            .route("/", get(hello))
+            .route("/setup", get(floor_setup))
+            .route("/read", get(floor_read))
+            .route("/write", get(floor_write))
+            .with_state(Floor::default()))
+    })
+}
+
+fn floor_key(id: &[u8; 32]) -> [u8; 32] {
+    Sha256::digest(id).into()
+}
+
+fn floor_lock(floor: &Floor) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], u64>> {
+    floor
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn floor_setup(
+    State(floor): State<Floor>,
+) -> Result<impl IntoResponse, (StatusCode, &'static str)> {
+    let (id, cookie) = raw_new_row().map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "no id"))?;
+    floor_lock(&floor).insert(floor_key(&id), 1);
+    Ok(([(SET_COOKIE, cookie)], BODY))
+}
+
+// The request by value, not `HeaderMap`: that extractor copies every header.
+async fn floor_read(State(floor): State<Floor>, request: Request) -> Reply {
+    let id = raw_row_id(request.headers()).ok_or((StatusCode::CONFLICT, "no cookie"))?;
+    let key = floor_key(&id);
+    match floor_lock(&floor).get(&key) {
+        Some(_) => Ok(BODY),
+        None => Err((StatusCode::CONFLICT, "no session")),
+    }
+}
+
+async fn floor_write(State(floor): State<Floor>, request: Request) -> Reply {
+    let id = raw_row_id(request.headers()).ok_or((StatusCode::CONFLICT, "no cookie"))?;
+    let key = floor_key(&id);
+    match floor_lock(&floor).get_mut(&key) {
+        Some(n) => {
+            *n += 1;
+            Ok(BODY)
+        }
+        None => Err((StatusCode::CONFLICT, "no session")),
+    }
+}

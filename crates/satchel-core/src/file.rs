@@ -511,7 +511,10 @@ impl Inner {
     }
 
     fn session_path(&self, key: &StoreKey) -> PathBuf {
-        self.dir.join(format!("{}{}", self.prefix, key.to_hex()))
+        let mut name = String::with_capacity(self.prefix.len() + 64);
+        name.push_str(&self.prefix);
+        key.push_hex(&mut name);
+        self.dir.join(name)
     }
 
     fn lock_path(&self, stripe: usize) -> PathBuf {

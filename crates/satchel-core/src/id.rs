@@ -221,13 +221,26 @@ impl StoreKey {
 
     /// The key as 64 lower-case hex digits.
     pub fn to_hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(64);
-        for byte in self.0 {
-            out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-            out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-        }
+        self.push_hex(&mut out);
         out
+    }
+
+    /// Appends the key as 64 lower-case hex digits to `out`, for stores that build a file name
+    /// or a key around it without a second allocation.
+    pub fn push_hex(&self, out: &mut String) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        // Digits into a byte array, then one copy: pushing 64 chars one by one checks the
+        // capacity and encodes each (several hundred instructions per key).
+        let mut hex = [0u8; 64];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        // Always `Ok`: hex digits are ASCII.
+        if let Ok(hex) = std::str::from_utf8(&hex) {
+            out.push_str(hex);
+        }
     }
 
     /// Parses 64 hex digits (either case). Returns `None` for anything else.
@@ -385,5 +398,19 @@ mod tests {
         assert_eq!(StoreKey::from_hex(&hex.to_uppercase()), Some(key));
         assert_eq!(StoreKey::from_hex(&hex[..63]), None);
         assert_eq!(StoreKey::from_hex(&format!("{}g", &hex[..63])), None);
+        let mut named = String::from("prefix:");
+        key.push_hex(&mut named);
+        assert_eq!(named, format!("prefix:{hex}"));
+    }
+
+    #[test]
+    fn store_key_hex_is_lower_case_big_endian() {
+        let mut bytes = [0u8; 32];
+        bytes[0] = 0xa1;
+        bytes[31] = 0x0f;
+        let hex = StoreKey::from_bytes(bytes).to_hex();
+        assert_eq!(&hex[..4], "a100");
+        assert_eq!(&hex[60..], "000f");
+        assert!(hex[4..60].bytes().all(|b| b == b'0'));
     }
 }

@@ -196,10 +196,7 @@ impl Keys {
         key.push('{');
         key.push_str(at.tag.as_str());
         key.push_str("}:s:");
-        for byte in at.key.as_bytes() {
-            key.push(char::from(HEX[usize::from(byte >> 4)]));
-            key.push(char::from(HEX[usize::from(byte & 15)]));
-        }
+        at.key.push_hex(&mut key);
         key
     }
 
