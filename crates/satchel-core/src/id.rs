@@ -11,7 +11,7 @@
 //!   session.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -74,7 +74,16 @@ impl SessionId {
 
     /// The client token for this id, as a server-side store hands it out.
     pub fn to_token(&self) -> Token {
-        Token::new(URL_SAFE_NO_PAD.encode(self.0))
+        // Encoded on the stack, so the token's shared text is its one allocation. (43 bytes
+        // always fit and base64 is ASCII; the fallback only keeps this free of panics.)
+        let mut text = [0u8; ID_TEXT_LEN];
+        match URL_SAFE_NO_PAD.encode_slice(self.0, &mut text) {
+            Ok(written) => match std::str::from_utf8(&text[..written]) {
+                Ok(text) => Token::new(text),
+                Err(_) => Token::new(URL_SAFE_NO_PAD.encode(self.0)),
+            },
+            Err(_) => Token::new(URL_SAFE_NO_PAD.encode(self.0)),
+        }
     }
 
     /// The key a store files this session under: SHA-256 of the id.
@@ -147,17 +156,18 @@ impl fmt::Debug for SessionId {
 /// `Token(REDACTED)`; [`Token::as_str`] is the one way to read it, for writing the cookie.
 /// A token is not validated when it is built: the store decides whether it names a session.
 /// Its [`StoreKey`] is computed once, on first use, however many store calls a request makes.
+/// Clones share the text (a commit keeps a copy of the token while it runs).
 #[derive(Clone)]
 pub struct Token {
-    text: String,
+    text: Arc<str>,
     key: OnceLock<Option<StoreKey>>,
 }
 
 impl Token {
     /// Wraps a value received from a client, without validating it.
-    pub fn new(value: impl Into<String>) -> Self {
+    pub fn new(value: impl AsRef<str>) -> Self {
         Self {
-            text: value.into(),
+            text: Arc::from(value.as_ref()),
             key: OnceLock::new(),
         }
     }
@@ -169,7 +179,7 @@ impl Token {
 
     /// Consumes the token and returns its secret text.
     pub fn into_string(self) -> String {
-        self.text
+        self.text.as_ref().to_owned()
     }
 }
 

@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::{CookieChange, Data, Error, Expiry, Record, Timestamp, Token};
 
 /// A read-modify-write step recorded by [`Session::update`], re-run when the change is replayed
-/// on a fresher record.
-type UpdateFn = Arc<dyn Fn(Option<&Value>) -> Result<Option<Value>, Error> + Send + Sync>;
+/// on a fresher record. It gets its key (for its error messages) rather than keeping a copy.
+type UpdateFn = Arc<dyn Fn(&str, Option<&Value>) -> Result<Option<Value>, Error> + Send + Sync>;
 
 /// What this request did to one key.
 #[derive(Clone, Default)]
@@ -31,14 +31,14 @@ impl KeyChange {
         }
     }
 
-    /// The key's value after this change, given the stored value.
-    fn resolve(&self, stored: Option<&Value>) -> Result<Option<Value>, Error> {
+    /// The value of `key` after this change, given the stored value.
+    fn resolve(&self, key: &str, stored: Option<&Value>) -> Result<Option<Value>, Error> {
         let mut value = match &self.base {
             Some(base) => base.clone(),
             None => stored.cloned(),
         };
         for op in &self.ops {
-            value = op(value.as_ref())?;
+            value = op(key, value.as_ref())?;
         }
         Ok(value)
     }
@@ -95,7 +95,7 @@ impl Changes {
             data.clear();
         }
         for (key, change) in &self.keys {
-            match change.resolve(data.get(key))? {
+            match change.resolve(key, data.get(key))? {
                 Some(value) => data.insert(key.clone(), value),
                 None => data.remove(key),
             };
@@ -371,11 +371,14 @@ impl Session {
         if state.view().get(&key) == Some(&value) && !state.changes.keys.contains_key(&key) {
             return;
         }
-        state
-            .changes
-            .keys
-            .insert(key.clone(), KeyChange::set(Some(value.clone())));
-        state.view_mut().insert(key, value);
+        let view = state.view_mut();
+        match view.get_mut(&key) {
+            Some(slot) => *slot = value.clone(),
+            None => {
+                view.insert(key.clone(), value.clone());
+            }
+        }
+        state.changes.keys.insert(key, KeyChange::set(Some(value)));
     }
 
     /// Removes `key` and returns its value converted to `T` (Django's `pop`).
@@ -435,25 +438,31 @@ impl Session {
         F: Fn(Option<T>) -> Option<T> + Send + Sync + 'static,
     {
         let key = key.into();
-        let op_key = key.clone();
-        let op: UpdateFn = Arc::new(move |current: Option<&Value>| {
+        let op: UpdateFn = Arc::new(move |key: &str, current: Option<&Value>| {
             let current = current
-                .map(|value| T::deserialize(value).map_err(|source| value_error(&op_key, source)))
+                .map(|value| T::deserialize(value).map_err(|source| value_error(key, source)))
                 .transpose()?;
             f(current)
-                .map(|new| serde_json::to_value(new).map_err(|source| value_error(&op_key, source)))
+                .map(|new| serde_json::to_value(new).map_err(|source| value_error(key, source)))
                 .transpose()
         });
         let mut state = self.state();
-        let new = op(state.view().get(&key))?;
+        let new = op(&key, state.view().get(&key))?;
         let result = new
             .as_ref()
             .map(|value| T::deserialize(value).map_err(|source| value_error(&key, source)))
             .transpose()?;
-        match &new {
-            Some(value) => state.view_mut().insert(key.clone(), value.clone()),
-            None => state.view_mut().remove(&key),
-        };
+        let view = state.view_mut();
+        match (new, view.get_mut(&key)) {
+            // The common case, a key that is there already: no copy of the key.
+            (Some(value), Some(slot)) => *slot = value,
+            (Some(value), None) => {
+                view.insert(key.clone(), value);
+            }
+            (None, _) => {
+                view.remove(&key);
+            }
+        }
         state.changes.keys.entry(key).or_default().ops.push(op);
         Ok(result)
     }
