@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -71,7 +72,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "floor-read",
         summary: "no session layer: find the cookie, SHA-256 the id, look it up in a locked \
-                  HashMap, read the integer (the least any server-side session does)",
+                  HashMap, check its deadline, read the integer (a hand-written floor)",
         build: floor_app,
         setup_path: Some("/setup"),
         path: "/read",
@@ -87,9 +88,18 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     },
 ];
 
-/// The floor's sessions: SHA-256 of the cookie's id to one integer, as a store keyed by hashed
-/// ids keeps them, without records, versions, expiry or a layer.
-type Floor = Arc<Mutex<HashMap<[u8; 32], u64>>>;
+/// The floor's sessions: SHA-256 of the cookie's id to a deadline and one integer, as a store
+/// keyed by hashed ids keeps them, without records, versions, renewal or a layer.
+type Floor = Arc<Mutex<HashMap<[u8; 32], Entry>>>;
+
+/// One floor session: when it ends, and its integer.
+struct Entry {
+    expires: SystemTime,
+    n: u64,
+}
+
+/// The floor's sessions live as long as the run.
+const FLOOR_LIFETIME: Duration = Duration::from_secs(3600);
 
 fn floor_app() -> BuildFuture {
     Box::pin(async {
@@ -106,7 +116,7 @@ fn floor_key(id: &[u8; 32]) -> [u8; 32] {
     Sha256::digest(id).into()
 }
 
-fn floor_lock(floor: &Floor) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], u64>> {
+fn floor_lock(floor: &Floor) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
     floor
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -116,7 +126,11 @@ async fn floor_setup(
     State(floor): State<Floor>,
 ) -> Result<impl IntoResponse, (StatusCode, &'static str)> {
     let (id, cookie) = raw_new_row().map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "no id"))?;
-    floor_lock(&floor).insert(floor_key(&id), 1);
+    let entry = Entry {
+        expires: SystemTime::now() + FLOOR_LIFETIME,
+        n: 1,
+    };
+    floor_lock(&floor).insert(floor_key(&id), entry);
     Ok(([(SET_COOKIE, cookie)], BODY))
 }
 
@@ -124,20 +138,25 @@ async fn floor_setup(
 async fn floor_read(State(floor): State<Floor>, request: Request) -> Reply {
     let id = raw_row_id(request.headers()).ok_or((StatusCode::CONFLICT, "no cookie"))?;
     let key = floor_key(&id);
+    let now = SystemTime::now();
     match floor_lock(&floor).get(&key) {
-        Some(_) => Ok(BODY),
-        None => Err((StatusCode::CONFLICT, "no session")),
+        Some(entry) if entry.expires > now => {
+            std::hint::black_box(entry.n);
+            Ok(BODY)
+        }
+        _ => Err((StatusCode::CONFLICT, "no session")),
     }
 }
 
 async fn floor_write(State(floor): State<Floor>, request: Request) -> Reply {
     let id = raw_row_id(request.headers()).ok_or((StatusCode::CONFLICT, "no cookie"))?;
     let key = floor_key(&id);
+    let now = SystemTime::now();
     match floor_lock(&floor).get_mut(&key) {
-        Some(n) => {
-            *n += 1;
+        Some(entry) if entry.expires > now => {
+            entry.n += 1;
             Ok(BODY)
         }
-        None => Err((StatusCode::CONFLICT, "no session")),
+        _ => Err((StatusCode::CONFLICT, "no session")),
     }
 }

@@ -74,16 +74,12 @@ impl SessionId {
 
     /// The client token for this id, as a server-side store hands it out.
     pub fn to_token(&self) -> Token {
-        // Encoded on the stack, so the token's shared text is its one allocation. (43 bytes
-        // always fit and base64 is ASCII; the fallback only keeps this free of panics.)
+        // Encoded on the stack, so the token's shared text is its one allocation.
         let mut text = [0u8; ID_TEXT_LEN];
-        match URL_SAFE_NO_PAD.encode_slice(self.0, &mut text) {
-            Ok(written) => match std::str::from_utf8(&text[..written]) {
-                Ok(text) => Token::new(text),
-                Err(_) => Token::new(URL_SAFE_NO_PAD.encode(self.0)),
-            },
-            Err(_) => Token::new(URL_SAFE_NO_PAD.encode(self.0)),
-        }
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut text)
+            .expect("32 bytes encode to 43 base64 characters");
+        Token::new(std::str::from_utf8(&text[..written]).expect("base64 is ASCII"))
     }
 
     /// The key a store files this session under: SHA-256 of the id.
@@ -177,7 +173,7 @@ impl Token {
         &self.text
     }
 
-    /// Consumes the token and returns its secret text.
+    /// Consumes the token and returns its secret text (a copy: clones share the text).
     pub fn into_string(self) -> String {
         self.text.as_ref().to_owned()
     }
@@ -247,10 +243,7 @@ impl StoreKey {
             pair[0] = DIGITS[usize::from(byte >> 4)];
             pair[1] = DIGITS[usize::from(byte & 0x0f)];
         }
-        // Always `Ok`: hex digits are ASCII.
-        if let Ok(hex) = std::str::from_utf8(&hex) {
-            out.push_str(hex);
-        }
+        out.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
     }
 
     /// Parses 64 hex digits (either case). Returns `None` for anything else.

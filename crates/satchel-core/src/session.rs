@@ -606,12 +606,23 @@ impl Session {
         }
     }
 
+    /// Whether this is the only handle on the session. Its owner can then be sure that nobody
+    /// else sees the state while it commits.
+    pub(crate) fn is_only_handle(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+
     /// Takes a snapshot for the engine to commit. Changes made while the commit runs are kept
     /// for the next commit.
-    pub(crate) fn begin_commit(&self) -> Pending {
+    ///
+    /// With `last`, the changed data is moved into the snapshot instead of copied: for a caller
+    /// that owns the only handle and drops it after the commit, so that nothing reads the view
+    /// in between.
+    pub(crate) fn begin_commit(&self, last: bool) -> Pending {
         let mut state = self.state();
         let write = state.stored.is_none() || state.changes.touches_record();
         let data = match (&state.view, write) {
+            (Some(_), _) if last => state.view.take(),
             (Some(view), _) => Some(view.clone()),
             (None, true) => Some(state.view().clone()),
             (None, false) => None,
@@ -822,7 +833,7 @@ mod tests {
         assert!(s.is_empty());
         assert!(!s.is_stored());
         assert_eq!(s.owner(), None);
-        let pending = s.begin_commit();
+        let pending = s.begin_commit(false);
         assert_eq!(pending.changes.destroyed(), Some(&Token::new("t")));
         assert!(!pending.changes.touches_record());
     }
@@ -832,7 +843,7 @@ mod tests {
         let s = stored(json!({"n": 0}));
         s.update("n", |n: Option<i64>| Some(n.unwrap_or(0) + 1))
             .expect("fits");
-        let pending = s.begin_commit();
+        let pending = s.begin_commit(false);
         // Made while the commit was in flight.
         s.update("n", |n: Option<i64>| Some(n.unwrap_or(0) * 10))
             .expect("fits");

@@ -250,10 +250,35 @@ impl Sessions {
     pub async fn commit(&self, session: &Session) -> Result<CookieChange, Error> {
         let change = match session.settled() {
             Some(change) => change,
-            None => self.commit_with_io(session).await?,
+            None => self.commit_with_io(session, false).await?,
         };
         session.note_cookie_change(&change);
         Ok(change)
+    }
+
+    /// Commits a handle its caller is done with (the last step of a request) and returns what
+    /// the client's cookie must become after every commit the handle has seen, as
+    /// [`Session::take_cookie_change`] would.
+    ///
+    /// It does what [`Sessions::commit`] does, and when `session` is the only handle left, it
+    /// moves the changed data into the record it writes instead of copying it. Integrations
+    /// call it after the handler; [`Sessions::try_commit_without_io`] first keeps read-only
+    /// requests cheaper still.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sessions::commit`]; the handle is gone then, with its changes.
+    pub async fn commit_last(&self, session: Session) -> Result<CookieChange, Error> {
+        let change = match session.settled() {
+            Some(change) => change,
+            // Owned here and lent to nobody: a count of one cannot grow behind our back.
+            None => {
+                let last = session.is_only_handle();
+                self.commit_with_io(&session, last).await?
+            }
+        };
+        session.note_cookie_change(&change);
+        Ok(session.take_cookie_change())
     }
 
     /// Finishes a commit that needs no store I/O (nothing changed, no renewal due) at once,
@@ -265,8 +290,9 @@ impl Sessions {
         Some(change)
     }
 
-    async fn commit_with_io(&self, session: &Session) -> Result<CookieChange, Error> {
-        let mut pending = session.begin_commit();
+    /// Commits through the store; `last` as for `Session::begin_commit`.
+    async fn commit_with_io(&self, session: &Session, last: bool) -> Result<CookieChange, Error> {
+        let mut pending = session.begin_commit(last);
         let now = pending.seen_at.unwrap_or_else(|| self.0.clock.now());
         match self.write(&mut pending, now).await {
             Ok((stored, cookie)) => {

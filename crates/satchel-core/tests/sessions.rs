@@ -9,6 +9,7 @@ use satchel_core::{
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
+const MILLI: Duration = Duration::from_millis(1);
 
 fn setup(always_changed: bool) -> (Arc<Faulty<MemoryStore>>, Sessions, ManualClock) {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
@@ -257,4 +258,83 @@ async fn a_token_the_store_wants_reissued_is_touched_once_with_the_same_deadline
     // The default says no: MemoryStore sessions are settled without I/O.
     let memory = MemoryStore::new();
     assert!(!memory.wants_reissue(&Token::new("anything")));
+}
+
+#[tokio::test]
+async fn commit_last_writes_what_commit_writes_and_reports_every_cookie_change() {
+    let (store, sessions, _) = setup(false);
+    let token = new_session(&sessions).await;
+
+    // The only handle: its data is moved into the write, and the store gets every change.
+    let session = sessions.load(Some(token.clone())).await.expect("load");
+    session
+        .update("user", |n: Option<u32>| Some(n.unwrap_or(0) + 1))
+        .expect("fits");
+    session.insert("name", "ada").expect("insert");
+    let change = sessions.commit_last(session).await.expect("commit");
+    assert_eq!(change, CookieChange::Keep, "same token, deadline not due");
+    let stored = store.load(&token).await.expect("load").expect("stored");
+    assert_eq!(stored.data["user"], 2);
+    assert_eq!(stored.data["name"], "ada");
+    assert_eq!(store.updates(), 1);
+
+    // Another handle is alive: it sees the changed data after the commit.
+    let session = sessions.load(Some(token.clone())).await.expect("load");
+    let other = session.clone();
+    session.insert("user", 7).expect("insert");
+    sessions.commit_last(session).await.expect("commit");
+    assert_eq!(other.get::<u32>("user").expect("fits"), Some(7));
+    assert_eq!(
+        other.get::<String>("name").expect("fits").as_deref(),
+        Some("ada")
+    );
+    assert!(!other.is_modified(), "the commit took the changes");
+
+    // An earlier explicit commit's cookie change is reported by the last one.
+    let session = sessions.load(Some(token)).await.expect("load");
+    session.cycle_id();
+    let cycled = sessions.commit(&session).await.expect("commit");
+    assert!(matches!(cycled, CookieChange::Set { .. }));
+    assert_eq!(sessions.commit_last(session).await.expect("commit"), cycled);
+}
+
+#[tokio::test]
+async fn commit_last_failing_reports_the_error() {
+    let (store, sessions, _) = setup(true);
+    let token = new_session(&sessions).await;
+    let session = sessions.load(Some(token.clone())).await.expect("load");
+    session.insert("user", 3).expect("insert");
+    let error = sessions
+        .commit_last(session)
+        .await
+        .expect_err("always changed");
+    assert!(matches!(error, Error::Contended { .. }), "{error:?}");
+    store.set_lose_updates(false);
+    let stored = store.load(&token).await.expect("load").expect("stored");
+    assert_eq!(
+        stored.data["user"], 1,
+        "nothing of the failed commit was written"
+    );
+}
+
+#[tokio::test]
+async fn commit_last_copies_the_data_while_another_handle_can_look() {
+    let (_, sessions, _) = setup(true);
+    // Every write loses its race, and each retry waits: a commit in flight for a while.
+    let sessions = sessions.with_retry(Retry::new(3).with_delays(20 * MILLI, 20 * MILLI));
+    let token = new_session(&sessions).await;
+    let session = sessions.load(Some(token)).await.expect("load");
+    session.insert("user", 9).expect("insert");
+    let other = session.clone();
+    let probe = async {
+        tokio::time::sleep(10 * MILLI).await;
+        other.get::<u32>("user").expect("fits")
+    };
+    let (committed, seen) = tokio::join!(sessions.commit_last(session), probe);
+    assert!(matches!(committed, Err(Error::Contended { .. })));
+    assert_eq!(
+        seen,
+        Some(9),
+        "the other handle saw its view during the commit"
+    );
 }

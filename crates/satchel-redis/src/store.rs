@@ -247,6 +247,7 @@ impl RedisStore {
         let bytes = hash.len()
             + keys.iter().map(|key| key.len()).sum::<usize>()
             + args.iter().map(|arg| arg.len()).sum::<usize>();
+        // + 4: the digits of the key count.
         let mut evalsha = command("EVALSHA", 2 + keys.len() + args.len(), bytes + 4);
         evalsha.arg(hash).arg(keys.len());
         for key in keys {
@@ -281,20 +282,7 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.failed(e))?;
-        // Taken apart by hand: redis-rs's conversion to `Vec<Option<Vec<u8>>>` collects
-        // through a `Result` adapter and costs more than building the key.
-        let Value::Array(items) = reply else {
-            return Err(unexpected("an HMGET reply that is not an array"));
-        };
-        let mut values = Vec::with_capacity(items.len());
-        for item in items {
-            values.push(match item {
-                Value::BulkString(bytes) => Some(bytes),
-                Value::Nil => None,
-                _ => return Err(unexpected("an HMGET field that is not a string")),
-            });
-        }
-        Ok(values)
+        parse_hmget(reply)
     }
 
     /// Reads the stored record a token names, following a plain token's pointer once.
@@ -443,6 +431,38 @@ fn command(name: &str, args: usize, bytes: usize) -> redis::Cmd {
     let mut cmd = redis::Cmd::with_capacity(args + 1, name.len() + bytes);
     cmd.arg(name);
     cmd
+}
+
+/// The fields of an `HMGET` reply (RESP2 or RESP3), `None` for each missing one. Taken apart
+/// by hand: redis-rs's conversion to `Vec<Option<Vec<u8>>>` collects through a `Result` adapter
+/// and costs more than building the key.
+fn parse_hmget(reply: Value) -> Result<Vec<Option<Vec<u8>>>, Error> {
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::Attribute { data, .. } => return parse_hmget(*data),
+        _ => return Err(malformed("an HMGET reply that is not an array")),
+    };
+    let mut values = Vec::with_capacity(items.len());
+    for item in items {
+        values.push(field(item)?);
+    }
+    Ok(values)
+}
+
+fn field(item: Value) -> Result<Option<Vec<u8>>, Error> {
+    match item {
+        Value::BulkString(bytes) => Ok(Some(bytes)),
+        Value::Nil => Ok(None),
+        Value::Attribute { data, .. } => field(*data),
+        _ => Err(malformed("an HMGET field that is neither a string nor nil")),
+    }
+}
+
+/// A reply that no Redis server sends for the command: a protocol error, not foreign data.
+fn malformed(what: &str) -> Error {
+    Error::backend(std::io::Error::other(format!(
+        "satchel-redis got {what}; is the server (or a proxy in front of it) speaking Redis?"
+    )))
 }
 
 fn is_wrong_type(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
@@ -908,5 +928,58 @@ impl OwnerIndex for RedisStore {
             Ok(live)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::parse_hmget;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn hmget_replies_give_one_value_or_none_per_field() {
+        let reply = Value::Array(vec![bulk("3"), Value::Nil, bulk("")]);
+        assert_eq!(
+            parse_hmget(reply).expect("well-formed"),
+            [Some(b"3".to_vec()), None, Some(Vec::new())]
+        );
+        assert_eq!(
+            parse_hmget(Value::Array(Vec::new())).expect("well-formed"),
+            Vec::<Option<Vec<u8>>>::new()
+        );
+    }
+
+    #[test]
+    fn resp3_attributes_are_looked_through() {
+        let wrapped = |data: Value| Value::Attribute {
+            data: Box::new(data),
+            attributes: vec![(bulk("ttl"), Value::Int(1))],
+        };
+        let reply = wrapped(Value::Array(vec![wrapped(bulk("v")), Value::Nil]));
+        assert_eq!(
+            parse_hmget(reply).expect("well-formed"),
+            [Some(b"v".to_vec()), None]
+        );
+    }
+
+    #[test]
+    fn malformed_replies_are_errors_not_panics() {
+        for reply in [
+            Value::Nil,
+            Value::Int(1),
+            bulk("not an array"),
+            Value::Array(vec![Value::Int(1)]),
+            Value::Array(vec![Value::Array(vec![bulk("nested")])]),
+            Value::Map(vec![(bulk("v"), bulk("1"))]),
+        ] {
+            let shown = format!("{reply:?}");
+            let error = parse_hmget(reply).expect_err(&shown);
+            assert!(error.to_string().contains("HMGET"), "{shown}: {error}");
+        }
     }
 }

@@ -310,7 +310,7 @@ where
                 .try_commit_without_io(&session)
                 .is_some();
         if settled {
-            set_cookie(&slot.shared, &session, &mut response);
+            set_cookie(&slot.shared, session.take_cookie_change(), &mut response);
             return Poll::Ready(Ok(response));
         }
         let mut commit = Box::pin(finish(slot, session, response));
@@ -323,19 +323,24 @@ where
 /// Commits the request's session and sets the cookie on the response.
 async fn finish(slot: Arc<Slot>, session: satchel_core::Session, response: Response) -> Response {
     let shared = &slot.shared;
-    if let Err(error) = shared.sessions.commit(&session).await {
-        let mut failed = (shared.error_response)(&error);
-        add_vary_cookie(&mut failed);
-        return failed;
+    match shared.sessions.commit_last(session).await {
+        Ok(change) => {
+            let mut response = response;
+            set_cookie(shared, change, &mut response);
+            response
+        }
+        Err(error) => {
+            let mut failed = (shared.error_response)(&error);
+            add_vary_cookie(&mut failed);
+            failed
+        }
     }
-    let mut response = response;
-    set_cookie(shared, &session, &mut response);
-    response
 }
 
-/// Sets or removes the cookie as every commit of this request (a handler's own included) left it.
-fn set_cookie(shared: &Shared, session: &satchel_core::Session, response: &mut Response) {
-    let header = match session.take_cookie_change() {
+/// Sets or removes the cookie as every commit of this request (a handler's own included) left
+/// it: `change` is the session's accumulated [`CookieChange`].
+fn set_cookie(shared: &Shared, change: CookieChange, response: &mut Response) {
+    let header = match change {
         CookieChange::Set { token, max_age } => shared.cookie.set(token.as_str(), max_age),
         CookieChange::Remove => shared.cookie.remove(),
         _ => return,
