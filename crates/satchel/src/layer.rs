@@ -78,7 +78,7 @@ pub fn default_error_response(error: &Error) -> Response {
 /// 2. when a handler extracts [`Session`](crate::Session), reads the cookie and loads the
 ///    record; a malformed, forged, unknown or ended cookie gets a fresh session (and a `warn`),
 ///    never the client's chosen id and never an error page;
-/// 3. after the handler, commits what changed (see [`Sessions::commit`]): nothing for a
+/// 3. after the handler, commits what changed (see [`Sessions::commit_last`]): nothing for a
 ///    `5xx` response, otherwise the changed keys with a compare-and-set that replays this
 ///    request's changes if another request wrote first;
 /// 4. sets the cookie when the token or deadline changed, removes it when the session was
