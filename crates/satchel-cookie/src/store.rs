@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use satchel_core::{
     Clock, Error as CoreError, Record, SessionId, SharedClock, Store, SystemClock, Timestamp,
@@ -75,6 +76,8 @@ pub enum OversizePolicy {
 /// ```
 #[derive(Clone)]
 pub struct CookieSessions {
+    /// Names this store's configuration in the memos it leaves on tokens (see [`Memo`]).
+    instance: u64,
     sealer: Sealer,
     clock: SharedClock,
     max_cookie_size: usize,
@@ -113,6 +116,7 @@ impl CookieSessions {
     /// Cookies sealed in `mode` with `keys`.
     pub fn new(mode: Mode, keys: KeyRing) -> Self {
         Self {
+            instance: next_instance(),
             sealer: Sealer {
                 mode,
                 keys,
@@ -139,6 +143,7 @@ impl CookieSessions {
     #[must_use]
     pub fn with_max_cookie_size(mut self, bytes: usize) -> Self {
         self.max_cookie_size = bytes;
+        self.instance = next_instance();
         self
     }
 
@@ -148,6 +153,7 @@ impl CookieSessions {
     #[must_use]
     pub fn with_cookie_name(mut self, name: &str) -> Self {
         self.cookie_name_len = name.len();
+        self.instance = next_instance();
         self
     }
 
@@ -157,6 +163,7 @@ impl CookieSessions {
     #[must_use]
     pub fn with_max_decompressed_size(mut self, bytes: usize) -> Self {
         self.sealer.max_decompressed = bytes;
+        self.instance = next_instance();
         self
     }
 
@@ -234,20 +241,57 @@ impl CookieSessions {
             .saturating_sub(self.cookie_name_len + 1)
     }
 
-    /// Opens a token and checks its deadline (markers' deadlines are the fallback store's).
+    /// Opens a token and checks its deadline (markers' deadlines are the fallback store's),
+    /// and leaves a [`Memo`] of it on the token.
     fn open_live(&self, token: &Token) -> Option<Opened> {
-        let opened = match self.sealer.open(token.as_str(), self.max_value_len()) {
-            Ok(opened) => opened,
+        let opened = self.open_any(token);
+        token.memo(|| Memo {
+            store: self.instance,
+            head: opened.as_ref().map(Head::of),
+        });
+        let opened = opened?;
+        self.is_live(
+            opened.expires_at,
+            matches!(opened.content, Content::Record(_)),
+        )
+        .then_some(opened)
+    }
+
+    /// What [`CookieSessions::open_live`] would say of a token, but without the record's data:
+    /// from the token's [`Memo`] if this store left one (no verifying, no decoding), else by
+    /// opening it.
+    fn head_live(&self, token: &Token) -> Option<Head> {
+        let head = match token.memo(|| Memo {
+            store: self.instance,
+            head: self.open_any(token).as_ref().map(Head::of),
+        }) {
+            Some(memo) if memo.store == self.instance => memo.head.clone(),
+            // Another store's memo (or type): trust nothing of it.
+            _ => self.open_any(token).as_ref().map(Head::of),
+        }?;
+        self.is_live(head.expires_at, matches!(head.held, Held::Record { .. }))
+            .then_some(head)
+    }
+
+    /// Verifies and decodes a token, deadline aside.
+    fn open_any(&self, token: &Token) -> Option<Opened> {
+        match self.sealer.open(token.as_str(), self.max_value_len()) {
+            Ok(opened) => Some(opened),
             Err(rejected) => {
                 tracing::debug!(target: "satchel", reason = rejected.reason(), "session cookie does not open");
-                return None;
+                None
             }
-        };
-        if matches!(opened.content, Content::Record(_)) && opened.expires_at <= self.clock.now() {
-            tracing::debug!(target: "satchel", "session cookie has passed its deadline");
-            return None;
         }
-        Some(opened)
+    }
+
+    /// Whether a cookie with this deadline is live: a record's ends at its deadline; a
+    /// marker's is the fallback store's to judge.
+    fn is_live(&self, expires_at: Timestamp, record: bool) -> bool {
+        if record && expires_at <= self.clock.now() {
+            tracing::debug!(target: "satchel", "session cookie has passed its deadline");
+            return false;
+        }
+        true
     }
 
     /// Seals a record for session `id`; if it does not fit, applies the oversize policy.
@@ -287,6 +331,56 @@ impl CookieSessions {
     }
 }
 
+/// What a [`CookieSessions`] leaves on a token it has opened ([`Token::memo`]): enough for the
+/// operations that follow `load` in a request (`update`, `delete`, `exists`) to skip
+/// verifying and decoding the cookie again. Only ever made from a cookie that verified, and
+/// trusted only by the store configuration that made it.
+struct Memo {
+    /// The [`CookieSessions::instance`] that opened the token.
+    store: u64,
+    /// The cookie's session without its data; `None` if the cookie did not open.
+    head: Option<Head>,
+}
+
+/// An opened cookie without the record's data.
+#[derive(Clone)]
+struct Head {
+    id: SessionId,
+    expires_at: Timestamp,
+    held: Held,
+}
+
+/// What an opened cookie holds, as far as [`Head`] needs it.
+#[derive(Clone)]
+enum Held {
+    /// The record, at this version.
+    Record { version: u64 },
+    /// A marker: the record lives in the fallback store under this token.
+    Marker(Token),
+}
+
+impl Head {
+    fn of(opened: &Opened) -> Self {
+        Self {
+            id: opened.id.clone(),
+            expires_at: opened.expires_at,
+            held: match &opened.content {
+                Content::Record(record) => Held::Record {
+                    version: record.version,
+                },
+                Content::Marker(inner) => Held::Marker(inner.clone()),
+            },
+        }
+    }
+}
+
+/// A number no other store configuration in this process has: stores built or reconfigured
+/// separately never share memos. Clones share it, as they open cookies alike.
+fn next_instance() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 #[async_trait]
 impl Store for CookieSessions {
     /// Seals `record` under `id` into a new cookie. Never `AlreadyExists`: nothing is kept to
@@ -312,22 +406,23 @@ impl Store for CookieSessions {
     /// Re-seals the session with `record` (version + 1) if the cookie is live and carries
     /// `record.version`; returns the new cookie, always.
     async fn update(&self, token: &Token, record: &Record) -> Result<Option<Token>, CoreError> {
-        let opened = self.open_live(token).ok_or(CoreError::Gone)?;
-        match opened.content {
-            Content::Record(current) => {
-                if current.version != record.version {
+        // The version and id are all this needs: after `load`, the token's memo has them.
+        let head = self.head_live(token).ok_or(CoreError::Gone)?;
+        match head.held {
+            Held::Record { version } => {
+                if version != record.version {
                     return Err(CoreError::Changed {
                         expected: record.version,
                     });
                 }
                 let mut next = record.clone();
                 next.version = next.version.wrapping_add(1);
-                self.issue(&opened.id, &next).await.map(Some)
+                self.issue(&head.id, &next).await.map(Some)
             }
-            Content::Marker(inner) => {
+            Held::Marker(inner) => {
                 let fallback = self.fallback().ok_or(CoreError::Gone)?;
                 let inner = fallback.update(&inner, record).await?.unwrap_or(inner);
-                self.marker(&opened.id, &inner).map(Some)
+                self.marker(&head.id, &inner).map(Some)
             }
         }
     }
@@ -370,10 +465,10 @@ impl Store for CookieSessions {
     /// Nothing to delete for a cookie-held session (the layer removes the cookie); a session in
     /// the fallback store is deleted there.
     async fn delete(&self, token: &Token) -> Result<(), CoreError> {
-        if let Some(Opened {
-            content: Content::Marker(inner),
+        if let Some(Head {
+            held: Held::Marker(inner),
             ..
-        }) = self.open_live(token)
+        }) = self.head_live(token)
             && let Some(fallback) = self.fallback()
         {
             return fallback.delete(&inner).await;
@@ -384,10 +479,10 @@ impl Store for CookieSessions {
     /// Always `false` for a cookie-held session, as nothing is kept on the server; for a
     /// session in the fallback store, what that store says.
     async fn exists(&self, token: &Token) -> Result<bool, CoreError> {
-        if let Some(Opened {
-            content: Content::Marker(inner),
+        if let Some(Head {
+            held: Held::Marker(inner),
             ..
-        }) = self.open_live(token)
+        }) = self.head_live(token)
             && let Some(fallback) = self.fallback()
         {
             return fallback.exists(&inner).await;

@@ -350,6 +350,55 @@ async fn bad_cookies_get_a_fresh_session_never_a_panic() {
     }
 }
 
+#[tokio::test]
+async fn a_token_opened_by_one_store_is_not_trusted_by_another() {
+    let clock = clock();
+    let rec = record(&clock, json!({"n": 1}));
+    let a = CookieSessions::signed(key(1)).with_clock(clock.clone());
+    let token = a.create(&id(), &rec).await.expect("create");
+    // `a` opens the token and leaves its memo on it; the stores below must open it afresh.
+    assert!(a.load(&token).await.expect("load").is_some());
+
+    let other_key = CookieSessions::signed(key(2)).with_clock(clock.clone());
+    assert!(matches!(
+        other_key.update(&token, &rec).await,
+        Err(Error::Gone)
+    ));
+    let stricter = a.clone().with_max_cookie_size(token.as_str().len() / 2);
+    assert!(matches!(
+        stricter.update(&token, &rec).await,
+        Err(Error::Gone)
+    ));
+
+    // The store that opened it, and its clones, use the memo: the version check still holds.
+    let mut stale = rec.clone();
+    stale.version += 1;
+    assert!(matches!(
+        a.clone().update(&token, &stale).await,
+        Err(Error::Changed { .. })
+    ));
+    let next = a
+        .update(&token, &rec)
+        .await
+        .expect("update")
+        .expect("new cookie");
+    assert_eq!(
+        a.load(&next).await.expect("load").expect("live").version,
+        rec.version + 1
+    );
+}
+
+#[tokio::test]
+async fn a_memo_does_not_outlive_the_deadline() {
+    let clock = clock();
+    let rec = record(&clock, json!({"n": 1}));
+    let store = CookieSessions::signed(key(1)).with_clock(clock.clone());
+    let token = store.create(&id(), &rec).await.expect("create");
+    assert!(store.load(&token).await.expect("load").is_some());
+    clock.advance(Duration::from_secs(1801));
+    assert!(matches!(store.update(&token, &rec).await, Err(Error::Gone)));
+}
+
 fn clock_now() -> ManualClock {
     ManualClock::starting_now()
 }

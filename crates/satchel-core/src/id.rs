@@ -10,6 +10,7 @@
 //!   and never under the id itself, so whoever can read a store's data still holds no live
 //!   session.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -157,6 +158,7 @@ impl fmt::Debug for SessionId {
 pub struct Token {
     text: Arc<str>,
     key: OnceLock<Option<StoreKey>>,
+    memo: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Token {
@@ -165,7 +167,22 @@ impl Token {
         Self {
             text: Arc::from(value.as_ref()),
             key: OnceLock::new(),
+            memo: OnceLock::new(),
         }
+    }
+
+    /// What a store read from this token, kept with it so that the store reads it once
+    /// however many operations of one request use it: stores whose tokens carry the session
+    /// (sealed cookies) verify and decode the token in `load`, and `update` reuses that.
+    ///
+    /// The first call keeps `read()`'s result, and clones made afterwards share it; later
+    /// calls asking for the same type get it back without running `read`. A token keeps one
+    /// memo: asking for another type gives `None`, and the caller reads the token itself.
+    ///
+    /// A memo is only as trustworthy as its maker. Put in `T` what identifies the store and
+    /// its keys, and ignore a memo another store made.
+    pub fn memo<T: Any + Send + Sync>(&self, read: impl FnOnce() -> T) -> Option<&T> {
+        self.memo.get_or_init(|| Arc::new(read())).downcast_ref()
     }
 
     /// The secret text of the token, to be written into a cookie. Do not log it.
@@ -404,6 +421,27 @@ mod tests {
         let mut named = String::from("prefix:");
         key.push_hex(&mut named);
         assert_eq!(named, format!("prefix:{hex}"));
+    }
+
+    #[test]
+    fn a_memo_is_read_once_shared_by_later_clones_and_typed() {
+        let token = Token::new("t");
+        let reads = std::cell::Cell::new(0);
+        let read = || {
+            reads.set(reads.get() + 1);
+            41_u32
+        };
+        assert_eq!(token.memo(read), Some(&41));
+        assert_eq!(token.memo(|| 0_u32), Some(&41), "kept, not read again");
+        assert_eq!(token.clone().memo(|| 0_u32), Some(&41), "clones share it");
+        assert_eq!(reads.get(), 1);
+        assert_eq!(
+            token.memo(|| "other"),
+            None,
+            "another type is not handed out"
+        );
+        let fresh = Token::new("t");
+        assert_eq!(fresh.memo(|| 7_u32), Some(&7), "equal text, own memo");
     }
 
     #[test]
