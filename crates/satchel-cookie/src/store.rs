@@ -77,6 +77,8 @@ pub enum OversizePolicy {
 #[derive(Clone)]
 pub struct CookieSessions {
     /// Names this store's configuration in the memos it leaves on tokens (see [`Memo`]).
+    /// Every setter that changes what [`CookieSessions::open_any`] accepts (keys, mode, size
+    /// limits, decompression cap, cookie name) must give the store a new one.
     instance: u64,
     sealer: Sealer,
     clock: SharedClock,
@@ -331,10 +333,11 @@ impl CookieSessions {
     }
 }
 
-/// What a [`CookieSessions`] leaves on a token it has opened ([`Token::memo`]): enough for the
-/// operations that follow `load` in a request (`update`, `delete`, `exists`) to skip
-/// verifying and decoding the cookie again. Only ever made from a cookie that verified, and
-/// trusted only by the store configuration that made it.
+/// What a [`CookieSessions`] leaves on a token it has tried to open ([`Token::memo`]): enough
+/// for the operations that follow `load` (`update`, `delete`, `exists`) to skip verifying and
+/// decoding the cookie again. Its head comes only from a cookie that verified (`None` for one
+/// that did not), and only the store configuration that made it trusts it. The type is
+/// private to this crate, so no other code can leave one.
 struct Memo {
     /// The [`CookieSessions::instance`] that opened the token.
     store: u64,
@@ -494,5 +497,101 @@ impl Store for CookieSessions {
     /// with the primary key. Looks at the cookie's first bytes only.
     fn wants_reissue(&self, token: &Token) -> bool {
         self.sealer.sealed_with_old_key(token.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use satchel_core::{Clock, Expiry, Record, SessionId, Store, SystemClock, Token};
+
+    use super::{CookieSessions, Held, Memo};
+    use crate::Key;
+
+    fn store() -> CookieSessions {
+        CookieSessions::signed(Key::from_bytes(&[7; 32]).expect("32 bytes"))
+    }
+
+    fn record() -> Record {
+        Record::new(SystemClock.now(), Expiry::default())
+    }
+
+    #[tokio::test]
+    async fn load_leaves_a_memo_that_update_uses() {
+        let store = store();
+        let token = store
+            .create(&SessionId::generate().expect("rng"), &record())
+            .await
+            .expect("create");
+        assert!(store.load(&token).await.expect("load").is_some());
+        let memo = token
+            .memo::<Memo>(|| unreachable!("load left a memo"))
+            .expect("of this type");
+        assert_eq!(memo.store, store.instance);
+        let head = memo.head.as_ref().expect("the cookie opened");
+        assert!(matches!(head.held, Held::Record { version: 0 }));
+        // A clone of the token (as a commit makes) carries the same memo to `update`.
+        let clone = token.clone();
+        assert!(clone.memo::<Memo>(|| unreachable!("shared")).is_some());
+        assert!(
+            store
+                .update(&clone, &record())
+                .await
+                .expect("update")
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cookie_that_did_not_open_is_remembered_as_such() {
+        let store = store();
+        let token = Token::new("not a cookie");
+        assert!(store.load(&token).await.expect("load").is_none());
+        let memo = token
+            .memo::<Memo>(|| unreachable!("left by load"))
+            .expect("ours");
+        assert!(memo.head.is_none());
+        assert!(matches!(
+            store.update(&token, &record()).await,
+            Err(satchel_core::Error::Gone)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_memo_of_another_type_is_ignored_and_the_cookie_verified() {
+        let store = store();
+        let good = store
+            .create(&SessionId::generate().expect("rng"), &record())
+            .await
+            .expect("create");
+        // A forged cookie that carries some other memo is still checked, and rejected.
+        let forged = Token::new(format!("{}x", good.as_str()));
+        assert_eq!(forged.memo(|| 1_u32), Some(&1));
+        assert!(matches!(
+            store.update(&forged, &record()).await,
+            Err(satchel_core::Error::Gone)
+        ));
+        // A good cookie with another memo still works.
+        assert_eq!(good.memo(|| 1_u32), Some(&1));
+        assert!(
+            store
+                .update(&good, &record())
+                .await
+                .expect("update")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn setters_that_change_what_opens_renew_the_instance() {
+        let store = store();
+        let same = store.clone();
+        assert_eq!(same.instance, store.instance, "a clone opens alike");
+        for changed in [
+            store.clone().with_max_cookie_size(1000),
+            store.clone().with_cookie_name("__Host-id"),
+            store.clone().with_max_decompressed_size(1000),
+        ] {
+            assert_ne!(changed.instance, store.instance);
+        }
     }
 }

@@ -12,6 +12,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
@@ -153,13 +154,19 @@ impl fmt::Debug for SessionId {
 /// `Token(REDACTED)`; [`Token::as_str`] is the one way to read it, for writing the cookie.
 /// A token is not validated when it is built: the store decides whether it names a session.
 /// Its [`StoreKey`] is computed once, on first use, however many store calls a request makes.
-/// Clones share the text (a commit keeps a copy of the token while it runs).
+/// Clones share the text (a commit keeps a copy of the token while it runs), and clones made
+/// after a store left a [memo](Token::memo) share that too. Two tokens are equal if their
+/// texts are; `Debug` shows neither the text nor the memo.
 #[derive(Clone)]
 pub struct Token {
     text: Arc<str>,
     key: OnceLock<Option<StoreKey>>,
-    memo: OnceLock<Arc<dyn Any + Send + Sync>>,
+    memo: OnceLock<Arc<Memo>>,
 }
+
+/// What [`Token::memo`] keeps. The unwind-safety bounds keep `Token` `UnwindSafe` and
+/// `RefUnwindSafe`, as it was before it had a memo.
+type Memo = dyn Any + Send + Sync + UnwindSafe + RefUnwindSafe;
 
 impl Token {
     /// Wraps a value received from a client, without validating it.
@@ -171,18 +178,25 @@ impl Token {
         }
     }
 
-    /// What a store read from this token, kept with it so that the store reads it once
-    /// however many operations of one request use it: stores whose tokens carry the session
-    /// (sealed cookies) verify and decode the token in `load`, and `update` reuses that.
+    /// What a store read from this token, kept with it for as long as the token (and its
+    /// later clones) lives, so that the store reads it once however many operations use it:
+    /// stores whose tokens carry the session (sealed cookies) verify and decode the token in
+    /// `load`, and `update`, `delete` and `exists` reuse that.
     ///
-    /// The first call keeps `read()`'s result, and clones made afterwards share it; later
-    /// calls asking for the same type get it back without running `read`. A token keeps one
-    /// memo: asking for another type gives `None`, and the caller reads the token itself.
+    /// The first call keeps `read()`'s result; later calls asking for the same type, on this
+    /// token or on a clone made afterwards, get it back without running `read`. A clone made
+    /// before the first call has a memo of its own. A token keeps one memo: asking for another
+    /// type gives `None`, and the caller reads the token itself.
     ///
-    /// A memo is only as trustworthy as its maker. Put in `T` what identifies the store and
+    /// A memo is only as trustworthy as its maker, and any code holding the token can leave
+    /// one. Use a type private to the store's crate, put in it what identifies the store and
     /// its keys, and ignore a memo another store made.
-    pub fn memo<T: Any + Send + Sync>(&self, read: impl FnOnce() -> T) -> Option<&T> {
-        self.memo.get_or_init(|| Arc::new(read())).downcast_ref()
+    pub fn memo<T>(&self, read: impl FnOnce() -> T) -> Option<&T>
+    where
+        T: Any + Send + Sync + UnwindSafe + RefUnwindSafe,
+    {
+        let memo: &(dyn Any + Send + Sync) = &**self.memo.get_or_init(|| Arc::new(read()));
+        memo.downcast_ref()
     }
 
     /// The secret text of the token, to be written into a cookie. Do not log it.
@@ -441,7 +455,19 @@ mod tests {
             "another type is not handed out"
         );
         let fresh = Token::new("t");
+        let early = fresh.clone();
         assert_eq!(fresh.memo(|| 7_u32), Some(&7), "equal text, own memo");
+        assert_eq!(
+            early.memo(|| 8_u32),
+            Some(&8),
+            "a clone made before has its own"
+        );
+    }
+
+    #[test]
+    fn tokens_stay_unwind_safe() {
+        fn unwind_safe<T: UnwindSafe + RefUnwindSafe>() {}
+        unwind_safe::<Token>();
     }
 
     #[test]
