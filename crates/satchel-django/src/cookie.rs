@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use satchel_core::{
@@ -88,6 +89,9 @@ struct Meta {
 /// ```
 #[derive(Clone)]
 pub struct DjangoCookieSessions {
+    /// Names this store's configuration in the memos it leaves on tokens (see [`Memo`]).
+    /// Every setter that changes what opens, or a cookie's deadline, must renew it.
+    instance: u64,
     signer: TimestampSigner,
     cookie_age: Duration,
     clock: SharedClock,
@@ -108,6 +112,7 @@ impl DjangoCookieSessions {
     pub fn new(keys: SecretKeys) -> Self {
         let clock: SharedClock = Arc::new(SystemClock);
         Self {
+            instance: next_instance(),
             signer: TimestampSigner::new(&keys, SIGNED_COOKIES_SALT)
                 .with_shared_clock(Arc::clone(&clock)),
             cookie_age: DEFAULT_COOKIE_AGE,
@@ -122,6 +127,7 @@ impl DjangoCookieSessions {
     #[must_use]
     pub fn with_cookie_age(mut self, cookie_age: Duration) -> Self {
         self.cookie_age = cookie_age;
+        self.instance = next_instance();
         self
     }
 
@@ -138,6 +144,7 @@ impl DjangoCookieSessions {
     #[must_use]
     pub fn with_max_decompressed_len(mut self, limit: usize) -> Self {
         self.signer = self.signer.with_max_decompressed_len(limit);
+        self.instance = next_instance();
         self
     }
 
@@ -158,9 +165,15 @@ impl DjangoCookieSessions {
     /// The [`SigningError`] that made the cookie unusable (bad signature, too old, not a
     /// session dict). The store's [`Store::load`] turns any of them into `Ok(None)`.
     pub fn open(&self, token: &str) -> Result<Record, SigningError> {
+        self.open_signed(token).map(|(record, _)| record)
+    }
+
+    /// [`DjangoCookieSessions::open`], and whether only a fallback key verified the cookie.
+    fn open_signed(&self, token: &str) -> Result<(Record, bool), SigningError> {
         let opened = self
             .signer
             .open_object::<Data>(token, Some(self.cookie_age))?;
+        let fallback_key = opened.signed_by.is_fallback();
         let mut data = opened.value;
         let meta = data
             .remove(SATCHEL_KEY)
@@ -189,7 +202,7 @@ impl DjangoCookieSessions {
             .with_owner(meta.owner);
         record.version = meta.version;
         record.expires_at = expires_at;
-        Ok(record)
+        Ok((record, fallback_key))
     }
 
     /// Signs a record into a cookie value, as of the clock's current second.
@@ -222,14 +235,76 @@ impl DjangoCookieSessions {
             .is_ok_and(|opened| opened.signed_by.is_fallback())
     }
 
+    /// Opens a live cookie, and leaves a [`Memo`] of it on the token.
     fn live(&self, token: &Token) -> Option<Record> {
-        let record = self.open(token.as_str()).ok()?;
+        let opened = self.open_signed(token.as_str()).ok();
+        token.memo(|| Memo {
+            store: self.instance,
+            head: opened.as_ref().map(Head::of),
+        });
+        let (record, _) = opened?;
         (!record.is_expired(self.clock.now())).then_some(record)
+    }
+
+    /// What [`DjangoCookieSessions::live`] would say of a cookie, without its data: from the
+    /// token's [`Memo`] if this store left one (no verifying, no decoding), else by opening it.
+    fn head(&self, token: &Token) -> Option<Head> {
+        let memo = token.memo(|| Memo {
+            store: self.instance,
+            head: self.open_signed(token.as_str()).ok().as_ref().map(Head::of),
+        });
+        match memo {
+            Some(memo) if memo.store == self.instance => memo.head,
+            // Another store's memo (or type): trust nothing of it.
+            _ => self.open_signed(token.as_str()).ok().as_ref().map(Head::of),
+        }
+    }
+
+    fn head_live(&self, token: &Token) -> Option<Head> {
+        self.head(token)
+            .filter(|head| head.expires_at > self.clock.now())
     }
 
     fn seal_for_store(&self, record: &Record) -> Result<Token, Error> {
         self.seal(record).map_err(Error::codec)
     }
+}
+
+/// What a [`DjangoCookieSessions`] leaves on a token it has tried to open ([`Token::memo`]), so
+/// that `wants_reissue` and `update` after `load` neither verify nor decode the cookie again.
+/// Its head comes only from a cookie that verified (`None` for one that did not), and only
+/// the store configuration that made it trusts it; the type is private to this crate.
+struct Memo {
+    /// The [`DjangoCookieSessions::instance`] that opened the token.
+    store: u64,
+    head: Option<Head>,
+}
+
+/// An opened cookie without its data.
+#[derive(Clone, Copy)]
+struct Head {
+    version: u64,
+    /// The record's deadline, which includes the cookie age.
+    expires_at: Timestamp,
+    /// Only a fallback key verified it.
+    fallback_key: bool,
+}
+
+impl Head {
+    fn of((record, fallback_key): &(Record, bool)) -> Self {
+        Self {
+            version: record.version,
+            expires_at: record.expires_at,
+            fallback_key: *fallback_key,
+        }
+    }
+}
+
+/// A number no other store configuration in this process has. Clones share it, as they open
+/// cookies alike.
+fn next_instance() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The data with the bookkeeping entry, written as one JSON object in key order.
@@ -278,7 +353,8 @@ impl Store for DjangoCookieSessions {
     /// Re-signs the record with the version incremented, if the cookie still verifies and
     /// holds the version the caller loaded.
     async fn update(&self, token: &Token, record: &Record) -> Result<Option<Token>, Error> {
-        let current = self.live(token).ok_or(Error::Gone)?;
+        // The version is all this needs: after `load`, the token's memo has it.
+        let current = self.head_live(token).ok_or(Error::Gone)?;
         if current.version != record.version {
             return Err(Error::Changed {
                 expected: record.version,
@@ -316,6 +392,76 @@ impl Store for DjangoCookieSessions {
     /// `true` for a cookie that verifies only with a fallback key, so the layer re-signs it
     /// with the primary key on the same response.
     fn wants_reissue(&self, token: &Token) -> bool {
-        self.signed_with_fallback(token.as_str())
+        self.head(token).is_some_and(|head| head.fallback_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use satchel_core::{Clock, Error, Expiry, ManualClock, Record, SessionId, Store, Timestamp};
+
+    use super::{DjangoCookieSessions, Memo};
+    use crate::SecretKeys;
+
+    fn clock() -> ManualClock {
+        ManualClock::new(Timestamp::from_unix_millis(1_763_700_000_000))
+    }
+
+    fn store(secret: &str, clock: &ManualClock) -> DjangoCookieSessions {
+        DjangoCookieSessions::new(SecretKeys::new(secret)).with_clock(clock.clone())
+    }
+
+    fn record(clock: &ManualClock) -> Record {
+        Record::new(clock.now(), Expiry::idle(Duration::from_secs(600)))
+    }
+
+    #[tokio::test]
+    async fn load_leaves_a_memo_that_update_and_reissue_use() {
+        let clock = clock();
+        let store = store("secret", &clock);
+        let id = SessionId::generate().expect("rng");
+        let token = store.create(&id, &record(&clock)).await.expect("create");
+        assert!(store.load(&token).await.expect("load").is_some());
+        let memo = token
+            .memo::<Memo>(|| unreachable!("load left a memo"))
+            .expect("of this type");
+        assert_eq!(memo.store, store.instance);
+        let head = memo.head.expect("the cookie opened");
+        assert_eq!(head.version, 0);
+        assert!(!head.fallback_key);
+        assert!(!store.wants_reissue(&token));
+        let clone = token.clone();
+        assert!(
+            store
+                .update(&clone, &record(&clock))
+                .await
+                .expect("update")
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn memos_are_trusted_only_by_their_maker_and_only_while_live() {
+        let clock = clock();
+        let store = store("secret", &clock);
+        let id = SessionId::generate().expect("rng");
+        let rec = record(&clock);
+        let token = store.create(&id, &rec).await.expect("create");
+        assert!(store.load(&token).await.expect("load").is_some());
+        // Another secret, or another cookie age, opens the cookie itself.
+        let other = self::store("other secret", &clock);
+        assert!(matches!(other.update(&token, &rec).await, Err(Error::Gone)));
+        let shorter = store.clone().with_cookie_age(Duration::from_secs(1));
+        assert_ne!(shorter.instance, store.instance);
+        clock.advance(Duration::from_secs(2));
+        assert!(matches!(
+            shorter.update(&token, &rec).await,
+            Err(Error::Gone)
+        ));
+        // The maker checks the deadline on every use.
+        clock.advance(Duration::from_secs(600));
+        assert!(matches!(store.update(&token, &rec).await, Err(Error::Gone)));
     }
 }
