@@ -134,27 +134,25 @@ async fn floor_setup(
     Ok(([(SET_COOKIE, cookie)], BODY))
 }
 
-// The request by value, not `HeaderMap`: that extractor copies every header.
 async fn floor_read(State(floor): State<Floor>, request: Request) -> Reply {
-    let id = raw_row_id(request.headers()).ok_or((StatusCode::CONFLICT, "no cookie"))?;
-    let key = floor_key(&id);
-    let now = SystemTime::now();
-    match floor_lock(&floor).get(&key) {
-        Some(entry) if entry.expires > now => {
-            std::hint::black_box(entry.n);
-            Ok(BODY)
-        }
-        _ => Err((StatusCode::CONFLICT, "no session")),
-    }
+    floor_session(&floor, &request, |entry| {
+        std::hint::black_box(entry.n);
+    })
 }
 
 async fn floor_write(State(floor): State<Floor>, request: Request) -> Reply {
+    floor_session(&floor, &request, |entry| entry.n += 1)
+}
+
+/// Runs `f` on the live session the request's cookie names. The handlers take the request by
+/// value, not `HeaderMap`: that extractor copies every header.
+fn floor_session(floor: &Floor, request: &Request, f: impl FnOnce(&mut Entry)) -> Reply {
     let id = raw_row_id(request.headers()).ok_or((StatusCode::CONFLICT, "no cookie"))?;
     let key = floor_key(&id);
     let now = SystemTime::now();
-    match floor_lock(&floor).get_mut(&key) {
+    match floor_lock(floor).get_mut(&key) {
         Some(entry) if entry.expires > now => {
-            entry.n += 1;
+            f(entry);
             Ok(BODY)
         }
         _ => Err((StatusCode::CONFLICT, "no session")),

@@ -2,11 +2,10 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use satchel_core::{
-    Clock, Error as CoreError, Record, SessionId, SharedClock, Store, SystemClock, Timestamp,
-    Token, async_trait,
+    Clock, Error as CoreError, MemoKey, Record, SessionId, SharedClock, Store, SystemClock,
+    Timestamp, Token, async_trait,
 };
 
 use crate::seal::{Content, Opened, Payload, Sealer};
@@ -76,10 +75,10 @@ pub enum OversizePolicy {
 /// ```
 #[derive(Clone)]
 pub struct CookieSessions {
-    /// Names this store's configuration in the memos it leaves on tokens (see [`Memo`]).
-    /// Every setter that changes what [`CookieSessions::open_any`] accepts (keys, mode, size
-    /// limits, decompression cap, cookie name) must give the store a new one.
-    instance: u64,
+    /// The key of the memos this store leaves on tokens ([`Token::memo`]: a [`Head`] of the
+    /// cookie). Every setter that changes what [`CookieSessions::open_any`] accepts (keys,
+    /// mode, size limits, decompression cap, cookie name) must take a new one.
+    memo_key: MemoKey,
     sealer: Sealer,
     clock: SharedClock,
     max_cookie_size: usize,
@@ -118,7 +117,7 @@ impl CookieSessions {
     /// Cookies sealed in `mode` with `keys`.
     pub fn new(mode: Mode, keys: KeyRing) -> Self {
         Self {
-            instance: next_instance(),
+            memo_key: MemoKey::unique(),
             sealer: Sealer {
                 mode,
                 keys,
@@ -145,7 +144,7 @@ impl CookieSessions {
     #[must_use]
     pub fn with_max_cookie_size(mut self, bytes: usize) -> Self {
         self.max_cookie_size = bytes;
-        self.instance = next_instance();
+        self.memo_key = MemoKey::unique();
         self
     }
 
@@ -155,7 +154,7 @@ impl CookieSessions {
     #[must_use]
     pub fn with_cookie_name(mut self, name: &str) -> Self {
         self.cookie_name_len = name.len();
-        self.instance = next_instance();
+        self.memo_key = MemoKey::unique();
         self
     }
 
@@ -165,7 +164,7 @@ impl CookieSessions {
     #[must_use]
     pub fn with_max_decompressed_size(mut self, bytes: usize) -> Self {
         self.sealer.max_decompressed = bytes;
-        self.instance = next_instance();
+        self.memo_key = MemoKey::unique();
         self
     }
 
@@ -244,13 +243,10 @@ impl CookieSessions {
     }
 
     /// Opens a token and checks its deadline (markers' deadlines are the fallback store's),
-    /// and leaves a [`Memo`] of it on the token.
+    /// and leaves its [`Head`] on the token as a memo (`None` if it did not open).
     fn open_live(&self, token: &Token) -> Option<Opened> {
         let opened = self.open_any(token);
-        token.memo(|| Memo {
-            store: self.instance,
-            head: opened.as_ref().map(Head::of),
-        });
+        token.memo(self.memo_key, || opened.as_ref().map(Head::of));
         let opened = opened?;
         self.is_live(
             opened.expires_at,
@@ -260,16 +256,14 @@ impl CookieSessions {
     }
 
     /// What [`CookieSessions::open_live`] would say of a token, but without the record's data:
-    /// from the token's [`Memo`] if this store left one (no verifying, no decoding), else by
+    /// from the memo this store left on the token (no verifying, no decoding), else by
     /// opening it.
     fn head_live(&self, token: &Token) -> Option<Head> {
-        let head = match token.memo(|| Memo {
-            store: self.instance,
-            head: self.open_any(token).as_ref().map(Head::of),
-        }) {
-            Some(memo) if memo.store == self.instance => memo.head.clone(),
-            // Another store's memo (or type): trust nothing of it.
-            _ => self.open_any(token).as_ref().map(Head::of),
+        let read = || self.open_any(token).as_ref().map(Head::of);
+        let head = match token.memo(self.memo_key, read) {
+            Some(head) => head.clone(),
+            // Another store left its memo: read the token here.
+            None => read(),
         }?;
         self.is_live(head.expires_at, matches!(head.held, Held::Record { .. }))
             .then_some(head)
@@ -333,19 +327,10 @@ impl CookieSessions {
     }
 }
 
-/// What a [`CookieSessions`] leaves on a token it has tried to open ([`Token::memo`]): enough
-/// for the operations that follow `load` (`update`, `delete`, `exists`) to skip verifying and
-/// decoding the cookie again. Its head comes only from a cookie that verified (`None` for one
-/// that did not), and only the store configuration that made it trusts it. The type is
-/// private to this crate, so no other code can leave one.
-struct Memo {
-    /// The [`CookieSessions::instance`] that opened the token.
-    store: u64,
-    /// The cookie's session without its data; `None` if the cookie did not open.
-    head: Option<Head>,
-}
-
-/// An opened cookie without the record's data.
+/// An opened cookie without the record's data: what a [`CookieSessions`] leaves on a token it
+/// has opened ([`Token::memo`], as `Option<Head>`, `None` for a cookie that did not open), so
+/// that the operations that follow `load` (`update`, `delete`, `exists`) neither verify nor
+/// decode the cookie again.
 #[derive(Clone)]
 struct Head {
     id: SessionId,
@@ -375,13 +360,6 @@ impl Head {
             },
         }
     }
-}
-
-/// A number no other store configuration in this process has: stores built or reconfigured
-/// separately never share memos. Clones share it, as they open cookies alike.
-fn next_instance() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 #[async_trait]
@@ -502,9 +480,9 @@ impl Store for CookieSessions {
 
 #[cfg(test)]
 mod tests {
-    use satchel_core::{Clock, Expiry, Record, SessionId, Store, SystemClock, Token};
+    use satchel_core::{Clock, Expiry, MemoKey, Record, SessionId, Store, SystemClock, Token};
 
-    use super::{CookieSessions, Held, Memo};
+    use super::{CookieSessions, Head, Held};
     use crate::Key;
 
     fn store() -> CookieSessions {
@@ -515,30 +493,31 @@ mod tests {
         Record::new(SystemClock.now(), Expiry::default())
     }
 
+    async fn created(store: &CookieSessions) -> Token {
+        let id = SessionId::generate().expect("rng");
+        store.create(&id, &record()).await.expect("create")
+    }
+
+    /// The memo `store` left on `token`, if any.
+    fn memo<'t>(store: &CookieSessions, token: &'t Token) -> Option<&'t Option<Head>> {
+        token.memo::<Option<Head>>(store.memo_key, || unreachable!("no memo was left"))
+    }
+
     #[tokio::test]
     async fn load_leaves_a_memo_that_update_uses() {
         let store = store();
-        let token = store
-            .create(&SessionId::generate().expect("rng"), &record())
-            .await
-            .expect("create");
+        let token = created(&store).await;
         assert!(store.load(&token).await.expect("load").is_some());
-        let memo = token
-            .memo::<Memo>(|| unreachable!("load left a memo"))
-            .expect("of this type");
-        assert_eq!(memo.store, store.instance);
-        let head = memo.head.as_ref().expect("the cookie opened");
+        let head = memo(&store, &token)
+            .expect("load left a memo")
+            .as_ref()
+            .expect("the cookie opened");
         assert!(matches!(head.held, Held::Record { version: 0 }));
         // A clone of the token (as a commit makes) carries the same memo to `update`.
         let clone = token.clone();
-        assert!(clone.memo::<Memo>(|| unreachable!("shared")).is_some());
-        assert!(
-            store
-                .update(&clone, &record())
-                .await
-                .expect("update")
-                .is_some()
-        );
+        assert!(memo(&store, &clone).is_some());
+        let next = store.update(&clone, &record()).await.expect("update");
+        assert!(next.is_some());
     }
 
     #[tokio::test]
@@ -546,10 +525,7 @@ mod tests {
         let store = store();
         let token = Token::new("not a cookie");
         assert!(store.load(&token).await.expect("load").is_none());
-        let memo = token
-            .memo::<Memo>(|| unreachable!("left by load"))
-            .expect("ours");
-        assert!(memo.head.is_none());
+        assert!(memo(&store, &token).expect("left by load").is_none());
         assert!(matches!(
             store.update(&token, &record()).await,
             Err(satchel_core::Error::Gone)
@@ -557,41 +533,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_memo_of_another_type_is_ignored_and_the_cookie_verified() {
+    async fn a_memo_another_store_left_is_ignored_and_the_cookie_verified() {
         let store = store();
-        let good = store
-            .create(&SessionId::generate().expect("rng"), &record())
-            .await
-            .expect("create");
-        // A forged cookie that carries some other memo is still checked, and rejected.
+        let good = created(&store).await;
+        let elsewhere = MemoKey::unique();
+        // A forged cookie that carries another store's memo is still checked, and rejected.
         let forged = Token::new(format!("{}x", good.as_str()));
-        assert_eq!(forged.memo(|| 1_u32), Some(&1));
+        assert_eq!(forged.memo(elsewhere, || 1_u32), Some(&1));
         assert!(matches!(
             store.update(&forged, &record()).await,
             Err(satchel_core::Error::Gone)
         ));
-        // A good cookie with another memo still works.
-        assert_eq!(good.memo(|| 1_u32), Some(&1));
-        assert!(
-            store
-                .update(&good, &record())
-                .await
-                .expect("update")
-                .is_some()
-        );
+        // A good cookie with another store's memo still works.
+        assert_eq!(good.memo(elsewhere, || 1_u32), Some(&1));
+        let next = store.update(&good, &record()).await.expect("update");
+        assert!(next.is_some());
     }
 
     #[test]
-    fn setters_that_change_what_opens_renew_the_instance() {
+    fn setters_that_change_what_opens_take_a_new_memo_key() {
         let store = store();
         let same = store.clone();
-        assert_eq!(same.instance, store.instance, "a clone opens alike");
+        assert_eq!(same.memo_key, store.memo_key, "a clone opens alike");
         for changed in [
             store.clone().with_max_cookie_size(1000),
             store.clone().with_cookie_name("__Host-id"),
             store.clone().with_max_decompressed_size(1000),
         ] {
-            assert_ne!(changed.instance, store.instance);
+            assert_ne!(changed.memo_key, store.memo_key);
         }
     }
 }

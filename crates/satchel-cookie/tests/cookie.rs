@@ -350,14 +350,20 @@ async fn bad_cookies_get_a_fresh_session_never_a_panic() {
     }
 }
 
+/// A cookie for `rec`, loaded once by `store` (which leaves its memo on the token).
+async fn created_and_loaded(store: &CookieSessions, rec: &Record) -> Token {
+    let token = store.create(&id(), rec).await.expect("create");
+    assert!(store.load(&token).await.expect("load").is_some());
+    token
+}
+
 #[tokio::test]
 async fn a_token_opened_by_one_store_is_not_trusted_by_another() {
     let clock = clock();
     let rec = record(&clock, json!({"n": 1}));
     let a = CookieSessions::signed(key(1)).with_clock(clock.clone());
-    let token = a.create(&id(), &rec).await.expect("create");
     // `a` opens the token and leaves its memo on it; the stores below must open it afresh.
-    assert!(a.load(&token).await.expect("load").is_some());
+    let token = created_and_loaded(&a, &rec).await;
 
     let other_key = CookieSessions::signed(key(2)).with_clock(clock.clone());
     assert!(matches!(
@@ -393,8 +399,7 @@ async fn a_memo_does_not_outlive_the_deadline() {
     let clock = clock();
     let rec = record(&clock, json!({"n": 1}));
     let store = CookieSessions::signed(key(1)).with_clock(clock.clone());
-    let token = store.create(&id(), &rec).await.expect("create");
-    assert!(store.load(&token).await.expect("load").is_some());
+    let token = created_and_loaded(&store, &rec).await;
     clock.advance(Duration::from_secs(1801));
     assert!(matches!(store.update(&token, &rec).await, Err(Error::Gone)));
 }

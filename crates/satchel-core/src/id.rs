@@ -13,6 +13,7 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::{RefUnwindSafe, UnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
@@ -161,12 +162,27 @@ impl fmt::Debug for SessionId {
 pub struct Token {
     text: Arc<str>,
     key: OnceLock<Option<StoreKey>>,
-    memo: OnceLock<Arc<Memo>>,
+    memo: OnceLock<(MemoKey, Arc<Memo>)>,
 }
 
 /// What [`Token::memo`] keeps. The unwind-safety bounds keep `Token` `UnwindSafe` and
 /// `RefUnwindSafe`, as it was before it had a memo.
 type Memo = dyn Any + Send + Sync + UnwindSafe + RefUnwindSafe;
+
+/// Who left a [`Token::memo`]: a number no other key in this process has. A store takes one
+/// when it is built, and a new one whenever its configuration changes what its tokens say
+/// (keys, limits); clones of a store share it, as they read tokens alike. Only the holder of
+/// the key a memo was left with gets it back, so a store never trusts another's reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoKey(u64);
+
+impl MemoKey {
+    /// A key unlike every other.
+    pub fn unique() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 impl Token {
     /// Wraps a value received from a client, without validating it.
@@ -178,25 +194,22 @@ impl Token {
         }
     }
 
-    /// What a store read from this token, kept with it for as long as the token (and its
-    /// later clones) lives, so that the store reads it once however many operations use it:
-    /// stores whose tokens carry the session (sealed cookies) verify and decode the token in
-    /// `load`, and `update`, `delete` and `exists` reuse that.
+    /// What the store holding `key` read from this token, kept with it for as long as the
+    /// token (and its later clones) lives, so that the store reads it once however many
+    /// operations use it: stores whose tokens carry the session (sealed cookies) verify and
+    /// decode the token in `load`, and `update`, `delete` and `exists` reuse that.
     ///
-    /// The first call keeps `read()`'s result; later calls asking for the same type, on this
-    /// token or on a clone made afterwards, get it back without running `read`. A clone made
-    /// before the first call has a memo of its own. A token keeps one memo: asking for another
-    /// type gives `None`, and the caller reads the token itself.
-    ///
-    /// A memo is only as trustworthy as its maker, and any code holding the token can leave
-    /// one. Use a type private to the store's crate, put in it what identifies the store and
-    /// its keys, and ignore a memo another store made.
-    pub fn memo<T>(&self, read: impl FnOnce() -> T) -> Option<&T>
+    /// The first call keeps `read()`'s result under `key`; later calls with the same key and
+    /// type, on this token or on a clone made afterwards, get it back without running `read`.
+    /// A clone made before the first call has a memo of its own. A token keeps one memo: a
+    /// call with another key or type gives `None`, and the caller reads the token itself.
+    pub fn memo<T>(&self, key: MemoKey, read: impl FnOnce() -> T) -> Option<&T>
     where
         T: Any + Send + Sync + UnwindSafe + RefUnwindSafe,
     {
-        let memo: &(dyn Any + Send + Sync) = &**self.memo.get_or_init(|| Arc::new(read()));
-        memo.downcast_ref()
+        let (maker, memo) = self.memo.get_or_init(|| (key, Arc::new(read())));
+        let memo: &(dyn Any + Send + Sync) = &**memo;
+        (*maker == key).then(|| memo.downcast_ref()).flatten()
     }
 
     /// The secret text of the token, to be written into a cookie. Do not log it.
@@ -438,27 +451,35 @@ mod tests {
     }
 
     #[test]
-    fn a_memo_is_read_once_shared_by_later_clones_and_typed() {
+    fn a_memo_is_read_once_shared_by_later_clones_and_kept_for_its_maker() {
+        let (mine, theirs) = (MemoKey::unique(), MemoKey::unique());
+        assert_ne!(mine, theirs);
         let token = Token::new("t");
         let reads = std::cell::Cell::new(0);
         let read = || {
             reads.set(reads.get() + 1);
             41_u32
         };
-        assert_eq!(token.memo(read), Some(&41));
-        assert_eq!(token.memo(|| 0_u32), Some(&41), "kept, not read again");
-        assert_eq!(token.clone().memo(|| 0_u32), Some(&41), "clones share it");
+        assert_eq!(token.memo(mine, read), Some(&41));
+        assert_eq!(
+            token.memo(mine, || 0_u32),
+            Some(&41),
+            "kept, not read again"
+        );
+        let clone = token.clone();
+        assert_eq!(clone.memo(mine, || 0_u32), Some(&41), "clones share it");
         assert_eq!(reads.get(), 1);
         assert_eq!(
-            token.memo(|| "other"),
+            token.memo(theirs, || 41_u32),
             None,
-            "another type is not handed out"
+            "another maker gets nothing"
         );
+        assert_eq!(token.memo(mine, || "other"), None, "nor does another type");
         let fresh = Token::new("t");
         let early = fresh.clone();
-        assert_eq!(fresh.memo(|| 7_u32), Some(&7), "equal text, own memo");
+        assert_eq!(fresh.memo(mine, || 7_u32), Some(&7), "equal text, own memo");
         assert_eq!(
-            early.memo(|| 8_u32),
+            early.memo(mine, || 8_u32),
             Some(&8),
             "a clone made before has its own"
         );

@@ -25,7 +25,7 @@ pub use expiry::Expiry;
 #[cfg(feature = "file")]
 #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub use file::FileStore;
-pub use id::{ID_TEXT_LEN, SessionId, StoreKey, Token};
+pub use id::{ID_TEXT_LEN, MemoKey, SessionId, StoreKey, Token};
 pub use memory::MemoryStore;
 pub use record::{Data, Record};
 pub use session::Session;

@@ -248,12 +248,7 @@ impl Sessions {
     ///
     /// After an error the handle keeps its changes, so a later commit can try again.
     pub async fn commit(&self, session: &Session) -> Result<CookieChange, Error> {
-        let change = match session.settled() {
-            Some(change) => change,
-            None => self.commit_with_io(session, false).await?,
-        };
-        session.note_cookie_change(&change);
-        Ok(change)
+        self.commit_moving(session, false).await
     }
 
     /// Commits a handle its caller is done with (the last step of a request) and returns what
@@ -269,16 +264,20 @@ impl Sessions {
     ///
     /// As [`Sessions::commit`]; the handle is gone then, with its changes.
     pub async fn commit_last(&self, session: Session) -> Result<CookieChange, Error> {
+        // Owned here and lent to nobody: a count of one cannot grow behind our back.
+        let last = session.is_only_handle();
+        self.commit_moving(&session, last).await?;
+        Ok(session.take_cookie_change())
+    }
+
+    /// [`Sessions::commit`]; `last` as for `Session::begin_commit`.
+    async fn commit_moving(&self, session: &Session, last: bool) -> Result<CookieChange, Error> {
         let change = match session.settled() {
             Some(change) => change,
-            // Owned here and lent to nobody: a count of one cannot grow behind our back.
-            None => {
-                let last = session.is_only_handle();
-                self.commit_with_io(&session, last).await?
-            }
+            None => self.commit_with_io(session, last).await?,
         };
         session.note_cookie_change(&change);
-        Ok(session.take_cookie_change())
+        Ok(change)
     }
 
     /// Finishes a commit that needs no store I/O (nothing changed, no renewal due) at once,
@@ -290,7 +289,6 @@ impl Sessions {
         Some(change)
     }
 
-    /// Commits through the store; `last` as for `Session::begin_commit`.
     async fn commit_with_io(&self, session: &Session, last: bool) -> Result<CookieChange, Error> {
         let mut pending = session.begin_commit(last);
         let now = pending.seen_at.unwrap_or_else(|| self.0.clock.now());

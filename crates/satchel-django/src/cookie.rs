@@ -2,12 +2,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use satchel_core::{
-    Clock, Data, Error, Expiry, Record, SessionId, SharedClock, Store, SystemClock, Timestamp,
-    Token, async_trait,
+    Clock, Data, Error, Expiry, MemoKey, Record, SessionId, SharedClock, Store, SystemClock,
+    Timestamp, Token, async_trait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -89,9 +88,10 @@ struct Meta {
 /// ```
 #[derive(Clone)]
 pub struct DjangoCookieSessions {
-    /// Names this store's configuration in the memos it leaves on tokens (see [`Memo`]).
-    /// Every setter that changes what opens, or a cookie's deadline, must renew it.
-    instance: u64,
+    /// The key of the memos this store leaves on tokens ([`Token::memo`]: a [`Head`] of the
+    /// cookie). Every setter that changes what opens, or a cookie's deadline, must take a new
+    /// one.
+    memo_key: MemoKey,
     signer: TimestampSigner,
     cookie_age: Duration,
     clock: SharedClock,
@@ -112,7 +112,7 @@ impl DjangoCookieSessions {
     pub fn new(keys: SecretKeys) -> Self {
         let clock: SharedClock = Arc::new(SystemClock);
         Self {
-            instance: next_instance(),
+            memo_key: MemoKey::unique(),
             signer: TimestampSigner::new(&keys, SIGNED_COOKIES_SALT)
                 .with_shared_clock(Arc::clone(&clock)),
             cookie_age: DEFAULT_COOKIE_AGE,
@@ -127,7 +127,7 @@ impl DjangoCookieSessions {
     #[must_use]
     pub fn with_cookie_age(mut self, cookie_age: Duration) -> Self {
         self.cookie_age = cookie_age;
-        self.instance = next_instance();
+        self.memo_key = MemoKey::unique();
         self
     }
 
@@ -144,7 +144,7 @@ impl DjangoCookieSessions {
     #[must_use]
     pub fn with_max_decompressed_len(mut self, limit: usize) -> Self {
         self.signer = self.signer.with_max_decompressed_len(limit);
-        self.instance = next_instance();
+        self.memo_key = MemoKey::unique();
         self
     }
 
@@ -235,28 +235,23 @@ impl DjangoCookieSessions {
             .is_ok_and(|opened| opened.signed_by.is_fallback())
     }
 
-    /// Opens a live cookie, and leaves a [`Memo`] of it on the token.
+    /// Opens a live cookie, and leaves its [`Head`] on the token as a memo (`None` if it did
+    /// not open).
     fn live(&self, token: &Token) -> Option<Record> {
         let opened = self.open_signed(token.as_str()).ok();
-        token.memo(|| Memo {
-            store: self.instance,
-            head: opened.as_ref().map(Head::of),
-        });
+        token.memo(self.memo_key, || opened.as_ref().map(Head::of));
         let (record, _) = opened?;
         (!record.is_expired(self.clock.now())).then_some(record)
     }
 
     /// What [`DjangoCookieSessions::live`] would say of a cookie, without its data: from the
-    /// token's [`Memo`] if this store left one (no verifying, no decoding), else by opening it.
+    /// memo this store left on the token (no verifying, no decoding), else by opening it.
     fn head(&self, token: &Token) -> Option<Head> {
-        let memo = token.memo(|| Memo {
-            store: self.instance,
-            head: self.open_signed(token.as_str()).ok().as_ref().map(Head::of),
-        });
-        match memo {
-            Some(memo) if memo.store == self.instance => memo.head,
-            // Another store's memo (or type): trust nothing of it.
-            _ => self.open_signed(token.as_str()).ok().as_ref().map(Head::of),
+        let read = || self.open_signed(token.as_str()).ok().as_ref().map(Head::of);
+        match token.memo(self.memo_key, read) {
+            Some(head) => *head,
+            // Another store left its memo: read the token here.
+            None => read(),
         }
     }
 
@@ -270,17 +265,9 @@ impl DjangoCookieSessions {
     }
 }
 
-/// What a [`DjangoCookieSessions`] leaves on a token it has tried to open ([`Token::memo`]), so
+/// An opened cookie without its data: what a [`DjangoCookieSessions`] leaves on a token it
+/// has opened ([`Token::memo`], as `Option<Head>`, `None` for a cookie that did not open), so
 /// that `wants_reissue` and `update` after `load` neither verify nor decode the cookie again.
-/// Its head comes only from a cookie that verified (`None` for one that did not), and only
-/// the store configuration that made it trusts it; the type is private to this crate.
-struct Memo {
-    /// The [`DjangoCookieSessions::instance`] that opened the token.
-    store: u64,
-    head: Option<Head>,
-}
-
-/// An opened cookie without its data.
 #[derive(Clone, Copy)]
 struct Head {
     version: u64,
@@ -298,13 +285,6 @@ impl Head {
             fallback_key: *fallback_key,
         }
     }
-}
-
-/// A number no other store configuration in this process has. Clones share it, as they open
-/// cookies alike.
-fn next_instance() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The data with the bookkeeping entry, written as one JSON object in key order.
@@ -402,7 +382,7 @@ mod tests {
 
     use satchel_core::{Clock, Error, Expiry, ManualClock, Record, SessionId, Store, Timestamp};
 
-    use super::{DjangoCookieSessions, Memo};
+    use super::{DjangoCookieSessions, Head};
     use crate::SecretKeys;
 
     fn clock() -> ManualClock {
@@ -424,11 +404,10 @@ mod tests {
         let id = SessionId::generate().expect("rng");
         let token = store.create(&id, &record(&clock)).await.expect("create");
         assert!(store.load(&token).await.expect("load").is_some());
-        let memo = token
-            .memo::<Memo>(|| unreachable!("load left a memo"))
-            .expect("of this type");
-        assert_eq!(memo.store, store.instance);
-        let head = memo.head.expect("the cookie opened");
+        let head = token
+            .memo::<Option<Head>>(store.memo_key, || unreachable!("load left a memo"))
+            .expect("of this store")
+            .expect("the cookie opened");
         assert_eq!(head.version, 0);
         assert!(!head.fallback_key);
         assert!(!store.wants_reissue(&token));
@@ -454,7 +433,7 @@ mod tests {
         let other = self::store("other secret", &clock);
         assert!(matches!(other.update(&token, &rec).await, Err(Error::Gone)));
         let shorter = store.clone().with_cookie_age(Duration::from_secs(1));
-        assert_ne!(shorter.instance, store.instance);
+        assert_ne!(shorter.memo_key, store.memo_key);
         clock.advance(Duration::from_secs(2));
         assert!(matches!(
             shorter.update(&token, &rec).await,
