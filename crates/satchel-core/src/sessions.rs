@@ -270,16 +270,6 @@ impl Sessions {
         Ok(session.take_cookie_change())
     }
 
-    /// [`Sessions::commit`]; `last` as for `Session::begin_commit`.
-    async fn commit_moving(&self, session: &Session, last: bool) -> Result<CookieChange, Error> {
-        let change = match session.settled() {
-            Some(change) => change,
-            None => self.commit_with_io(session, last).await?,
-        };
-        session.note_cookie_change(&change);
-        Ok(change)
-    }
-
     /// Finishes a commit that needs no store I/O (nothing changed, no renewal due) at once,
     /// without allocating; `None` if the store must be written, and then [`Sessions::commit`]
     /// does it. Integrations call this first to keep the common read-only request cheap.
@@ -289,12 +279,18 @@ impl Sessions {
         Some(change)
     }
 
-    async fn commit_with_io(&self, session: &Session, last: bool) -> Result<CookieChange, Error> {
+    /// [`Sessions::commit`], moving the changed data when `last` (as for
+    /// `Session::begin_commit`): one `async fn`, so that the layer's commit nests no deeper.
+    async fn commit_moving(&self, session: &Session, last: bool) -> Result<CookieChange, Error> {
+        if let Some(change) = self.try_commit_without_io(session) {
+            return Ok(change);
+        }
         let mut pending = session.begin_commit(last);
         let now = pending.seen_at.unwrap_or_else(|| self.0.clock.now());
         match self.write(&mut pending, now).await {
             Ok((stored, cookie)) => {
                 session.end_commit(pending, Ok(stored), now);
+                session.note_cookie_change(&cookie);
                 Ok(cookie)
             }
             Err(error) => {
