@@ -3,16 +3,21 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
-use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use redis::{
+    ErrorKind, IntoConnectionInfo, ProtocolVersion, PushInfo, RedisError, Script, ServerErrorKind,
+    Value,
+};
 use satchel_core::{
     Clock, Error, OwnerIndex, Record, SessionId, SharedClock, Store, StoreKey, SystemClock,
     Timestamp, Token, async_trait, codec, redact_url,
 };
 
+use crate::cache::{CacheStats, LocalCache, Lookup};
 use crate::conn::Conn;
 use crate::error::ConnectError;
 use crate::keys::{DEFAULT_PREFIX, Keys, Locator, Tag, validate_prefix};
@@ -28,6 +33,9 @@ const MAX_EXPIRE_MS: i64 = 253_402_300_799_999;
 /// How many rounds an operation may take (following a pointer, indexing the owner, claiming an
 /// id) before it gives up with [`Error::Contended`]; two or three are the most any needs.
 const ROUNDS: u32 = 8;
+
+/// How often one script call loads its script into a server that answered `NOSCRIPT`.
+const SCRIPT_LOADS: u32 = 3;
 
 /// Sessions in Redis (one server, or a Redis Cluster), with atomic compare-and-set and Redis's
 /// own expiry.
@@ -70,6 +78,17 @@ pub struct RedisStore {
     clock: SharedClock,
     timeout: Duration,
     target: Arc<str>,
+    /// The local cache, if the store was connected with one, and the prefix epoch this clone's
+    /// keys belong to (see [`RedisStore::with_prefix`]).
+    cache: Option<(Arc<Cached>, u64)>,
+}
+
+/// A local cache and the prefix its tracking follows.
+struct Cached {
+    cache: LocalCache,
+    /// Moved on by every `with_prefix` of a cached store: only clones of the latest epoch use
+    /// the cache, because tracking follows only their prefix.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for RedisStore {
@@ -79,6 +98,7 @@ impl fmt::Debug for RedisStore {
             .field("cluster", &matches!(self.conn, Conn::Cluster(_)))
             .field("prefix", &self.keys.prefix())
             .field("timeout", &self.timeout)
+            .field("local_cache", &self.cache.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -102,18 +122,79 @@ impl RedisStore {
     /// [`Error::Backend`] holding a [`ConnectError`] if the URL does not parse or the server
     /// cannot be reached, refuses the connection or the password.
     pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_single(url, None).await
+    }
+
+    /// Connects like [`connect`](RedisStore::connect), with a local cache of up to about
+    /// `capacity` records that Redis keeps fresh (server-assisted client-side caching).
+    ///
+    /// A session this process has read is then loaded without a round trip until it changes:
+    /// a request that only reads its session costs no Redis I/O at all. The store asks Redis
+    /// to report every change made under its prefix (`CLIENT TRACKING ON BCAST PREFIX <prefix>
+    /// NOLOOP`, over RESP3) and forgets those keys, and forgets every key it writes itself.
+    ///
+    /// Writes are not cheaper: Redis 7.0 reports a script's writes back even to the connection
+    /// that ran it (`NOLOOP` does not cover scripts), so the request after a write reads the
+    /// session from Redis again, and a read-modify-write costs two round trips as without the
+    /// cache.
+    ///
+    /// The price is a short staleness window: a change made through another connection (another
+    /// server, the CLI, "log out everywhere" run elsewhere) reaches this cache with Redis's
+    /// next push, so a request arriving in between still sees the old record. On a local
+    /// network that is well under a millisecond. Writes never go stale: the compare-and-set
+    /// runs in Redis, and a failed one makes the store forget the key and read Redis again.
+    /// If the connection is lost, the cache empties itself and serves nothing until tracking
+    /// is on again.
+    ///
+    /// Every server in the deployment pays for broadcast tracking: each receives one push per
+    /// session write. Single server only (not [`connect_cluster`]); see the crate docs for
+    /// measured figures.
+    ///
+    /// [`connect_cluster`]: RedisStore::connect_cluster
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](RedisStore::connect), and [`Error::Backend`] if the server refuses RESP3
+    /// or tracking (Redis before 6.0).
+    pub async fn connect_with_local_cache(url: &str, capacity: usize) -> Result<Self, Error> {
+        let cached = Arc::new(Cached {
+            cache: LocalCache::new(capacity),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+        });
+        let store = Self::connect_single(url, Some(Arc::clone(&cached))).await?;
+        // On now, so that the first requests are served from the cache; and a server that
+        // cannot track fails here, not silently later.
+        store.bounded(store.enable_tracking()).await?;
+        Ok(store)
+    }
+
+    async fn connect_single(url: &str, cache: Option<Arc<Cached>>) -> Result<Self, Error> {
         let target = redact_url(url);
         let failed = |source| Error::backend(ConnectError::redis(target.clone(), source));
-        let client = redis::Client::open(url).map_err(failed)?;
+        let mut info = url.into_connection_info().map_err(failed)?;
         // The store bounds every operation itself (`with_timeout`), so redis-rs gets no
         // response timeout of its own; reconnecting tries twice, quickly, and starts again on
         // the next operation after that.
-        let config = ConnectionManagerConfig::new()
+        let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(DEFAULT_TIMEOUT))
             .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_millis(200));
+        if let Some(cached) = &cache {
+            // Invalidations arrive as RESP3 pushes on the connection that asked for them.
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            info = info.set_redis_settings(settings);
+            let cached = Arc::clone(cached);
+            config = config.set_push_sender(move |push: PushInfo| {
+                cached.cache.on_push(&push);
+                Ok::<(), std::convert::Infallible>(())
+            });
+        }
+        let client = redis::Client::open(info).map_err(failed)?;
         let connecting = ConnectionManager::new_with_config(client, config);
         let manager = match tokio::time::timeout(DEFAULT_TIMEOUT, connecting).await {
             Ok(connected) => connected.map_err(failed)?,
@@ -124,7 +205,9 @@ impl RedisStore {
                 )));
             }
         };
-        Ok(Self::build(Conn::Single(manager), target))
+        let mut store = Self::build(Conn::Single(manager), target);
+        store.cache = cache.map(|cached| (cached, 0));
+        Ok(store)
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each; more
@@ -175,6 +258,7 @@ impl RedisStore {
             clock: Arc::new(SystemClock),
             timeout: DEFAULT_TIMEOUT,
             target: target.into(),
+            cache: None,
         }
     }
 
@@ -185,12 +269,66 @@ impl RedisStore {
     ///
     /// [`Error::Backend`] holding an [`InvalidPrefix`](crate::InvalidPrefix) unless the prefix
     /// is 1 to 64 visible ASCII characters without `{` or `}`.
+    ///
+    /// On a store with a [local cache](RedisStore::connect_with_local_cache), tracking moves to
+    /// the new prefix (the cache empties, and the next operation turns tracking on again), and
+    /// clones made before this call, under the old prefix, no longer use the cache.
     pub fn with_prefix(self, prefix: &str) -> Result<Self, Error> {
         let prefix = validate_prefix(prefix).map_err(Error::backend)?;
+        let cache = self.cache.clone().map(|(cached, _)| {
+            let epoch = cached.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+            cached.cache.lose();
+            (cached, epoch)
+        });
         Ok(Self {
             keys: Arc::new(Keys::new(prefix)),
+            cache,
             ..self
         })
+    }
+
+    /// How the [local cache](RedisStore::connect_with_local_cache) has been used, or `None`
+    /// for a store without one.
+    pub fn local_cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(|(cached, _)| cached.cache.stats())
+    }
+
+    /// The local cache, if this clone may use it now.
+    fn cache(&self) -> Option<&LocalCache> {
+        let (cached, epoch) = self.cache.as_ref()?;
+        (cached.epoch.load(Ordering::Acquire) == *epoch).then_some(&cached.cache)
+    }
+
+    /// Turns tracking on if the cache needs it (after connecting, a lost connection or a new
+    /// prefix): one operation does it while the others go on without the cache.
+    async fn track_if_needed(&self) {
+        if self.cache().is_some_and(LocalCache::needs_tracking) {
+            // A failure leaves tracking off; the operation goes on and reports its own errors.
+            let _ = self.bounded(self.enable_tracking()).await;
+        }
+    }
+
+    async fn enable_tracking(&self) -> Result<(), Error> {
+        let Some(cache) = self.cache() else {
+            return Ok(());
+        };
+        let Some(connections) = cache.claim_enabling() else {
+            return Ok(());
+        };
+        let mut conn = self.conn.clone();
+        // Off first: a connection that tracks already (a new prefix) cannot change its options.
+        let reply: Result<((), ()), RedisError> = redis::pipe()
+            .cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("OFF")
+            .cmd("CLIENT")
+            .arg(&["TRACKING", "ON", "BCAST", "PREFIX"][..])
+            .arg(self.keys.prefix())
+            .arg("NOLOOP")
+            .query_async(&mut conn)
+            .await;
+        cache.tracking_confirmed(connections, reply.is_ok());
+        reply.map(drop).map_err(|e| self.failed(e))
     }
 
     /// Sets the clock that decides when sessions end (default: the system clock). Give the
@@ -239,7 +377,25 @@ impl RedisStore {
         }
     }
 
+    /// Runs a script that may write `keys`, and makes the local cache forget them, whatever
+    /// the outcome.
     async fn script(&self, script: &Script, keys: &[&str], args: &[&[u8]]) -> Result<Reply, Error> {
+        let reply = self.run_script(script, keys, args).await;
+        if let Some(cache) = self.cache() {
+            for key in keys {
+                cache.forget(key);
+            }
+        }
+        reply
+    }
+
+    /// Runs a script, leaving the local cache to the caller.
+    async fn run_script(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<Reply, Error> {
         // `EVALSHA` built as one command: redis-rs's `ScriptInvocation` copies every argument
         // into a vector of its own first (measured: about 2,100 of a write's 64,000
         // instructions).
@@ -257,18 +413,24 @@ impl RedisStore {
             evalsha.arg(*arg);
         }
         let mut conn = self.conn.clone();
-        let value: Value = match evalsha.query_async(&mut conn).await {
-            // A server that has not seen the script yet (restarted, failed over, flushed).
-            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                script
-                    .load_async(&mut conn)
-                    .await
-                    .map_err(|e| self.failed(e))?;
-                evalsha.query_async(&mut conn).await
+        // A server that has not seen the script (restarted, failed over, flushed) gets it
+        // loaded; a few times, since another `SCRIPT FLUSH` may land between load and call.
+        let mut loads = 0;
+        let value: Value = loop {
+            match evalsha.query_async(&mut conn).await {
+                Err(error)
+                    if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+                        && loads < SCRIPT_LOADS =>
+                {
+                    loads += 1;
+                    script
+                        .load_async(&mut conn)
+                        .await
+                        .map_err(|e| self.failed(e))?;
+                }
+                other => break other.map_err(|e| self.failed(e))?,
             }
-            other => other,
-        }
-        .map_err(|e| self.failed(e))?;
+        };
         Reply::parse(value).ok_or_else(|| unexpected("a reply of unknown shape"))
     }
 
@@ -287,10 +449,15 @@ impl RedisStore {
 
     /// Reads the stored record a token names, following a plain token's pointer once.
     /// `None` if there is none, or the key holds something this store did not write (logged).
-    async fn fetch(&self, mut at: Locator) -> Result<Option<Stored>, Error> {
+    async fn fetch(&self, mut at: Locator, key: &str) -> Result<Option<Stored>, Error> {
         for hop in 0..2 {
+            let followed = if hop == 0 {
+                None
+            } else {
+                Some(self.keys.record(&at))
+            };
             let values = match self
-                .fields(&self.keys.record(&at), &["v", "d", "t", "r"])
+                .fields(followed.as_deref().unwrap_or(key), &["v", "d", "t", "r"])
                 .await
             {
                 Err(Error::Backend(source)) if is_wrong_type(&*source) => {
@@ -323,6 +490,7 @@ impl RedisStore {
             };
             return Ok(Some(Stored {
                 at,
+                followed: hop > 0,
                 version,
                 deadline: Timestamp::from_unix_millis(deadline),
                 bytes,
@@ -379,6 +547,8 @@ impl RedisStore {
 /// What [`RedisStore::fetch`] read.
 struct Stored {
     at: Locator,
+    /// Found by following a pointer, not at the key the token names.
+    followed: bool,
     version: u64,
     deadline: Timestamp,
     bytes: Option<Vec<u8>>,
@@ -564,71 +734,54 @@ impl Store for RedisStore {
         let Some(at) = Locator::from_token(token) else {
             return Ok(None);
         };
+        let key = self.keys.record(&at);
+        let mut ticket = None;
+        let now = self.clock.now();
+        if self.cache.is_some() {
+            self.track_if_needed().await;
+            if let Some(cache) = self.cache() {
+                match cache.lookup(&key, now) {
+                    Lookup::Hit(record) => return Ok(Some(record)),
+                    Lookup::Miss(miss) => ticket = miss,
+                }
+            }
+        }
         self.bounded(async {
-            let now = self.clock.now();
-            Ok(self
-                .fetch(at)
-                .await?
+            let Some(stored) = self.fetch(at, &key).await? else {
+                return Ok(None);
+            };
+            let followed = stored.followed;
+            let record = Some(stored)
                 .filter(|stored| stored.deadline > now)
-                .and_then(Stored::decode))
+                .and_then(Stored::decode);
+            // Only records found where the token points: an invalidation names that key.
+            if let (Some(record), Some(ticket), false) = (&record, ticket, followed)
+                && let Some(cache) = self.cache()
+            {
+                cache.fill(&key, ticket, record);
+            }
+            Ok(record)
         })
         .await
     }
 
     async fn update(&self, token: &Token, record: &Record) -> Result<Option<Token>, Error> {
-        let Some(mut at) = Locator::from_token(token) else {
+        let Some(at) = Locator::from_token(token) else {
             return Err(Error::Gone);
         };
-        self.bounded(async {
-            let now = self.clock.now().as_unix_millis().to_string();
-            // The stored bytes keep the caller's version; the `v` field holds the new one.
-            let bytes = codec::encode(record)?;
-            let expected = record.version.to_string();
-            let next = record.version.wrapping_add(1).to_string();
-            let deadline = millis(record.expires_at).to_string();
-            let owner = wire_owner(record.owner.as_deref());
-            let (mut indexed, mut cover) = (String::new(), String::new());
-            for _ in 0..ROUNDS {
-                let reply = self
-                    .script(
-                        &scripts::UPDATE,
-                        &[&self.keys.record(&at)],
-                        &[
-                            now.as_bytes(),
-                            expected.as_bytes(),
-                            next.as_bytes(),
-                            deadline.as_bytes(),
-                            deadline.as_bytes(),
-                            &bytes,
-                            owner.as_bytes(),
-                            indexed.as_bytes(),
-                            cover.as_bytes(),
-                        ],
-                    )
-                    .await?;
-                match reply {
-                    Reply::Ok(_) => return Ok(None),
-                    Reply::Gone => return Err(Error::Gone),
-                    Reply::Changed => {
-                        return Err(Error::Changed {
-                            expected: record.version,
-                        });
-                    }
-                    Reply::Moved(tag) => at = Self::follow(at, &tag).ok_or(Error::Gone)?,
-                    Reply::NeedIndex(..) => {
-                        let Some(name) = record.owner.as_deref() else {
-                            return Err(unexpected("a request to index a session without owner"));
-                        };
-                        let covers = cover_for(record);
-                        self.index(name, &at, covers, self.clock.now()).await?;
-                        (indexed, cover) = (owner.clone(), covers.to_string());
-                    }
-                    other => return Err(unexpected(&format!("the update reply {other:?}"))),
-                }
+        let key = self.keys.record(&at);
+        let written = self.bounded(self.write(at, &key, record)).await;
+        if let Some(cache) = self.cache() {
+            // Forgotten, not refreshed: Redis 7.0 reports a script's writes back to the
+            // connection that ran it despite NOLOOP, so a refreshed entry would only be
+            // dropped again, at the cost of a copy of the record. Also forgotten after a
+            // failure: changed, gone or unknown (a timeout may have written).
+            cache.forget(&key);
+            if let Ok(Some(moved)) = &written {
+                cache.forget(moved);
             }
-            Err(Error::Contended { attempts: ROUNDS })
-        })
-        .await
+        }
+        written.map(|_| None)
     }
 
     async fn touch(&self, token: &Token, expires_at: Timestamp) -> Result<Option<Token>, Error> {
@@ -801,7 +954,7 @@ impl Store for RedisStore {
             let now = self.clock.now();
             // Decoded like `load`, so a record that would load as missing is not "live".
             Ok(self
-                .fetch(at)
+                .fetch(at, &self.keys.record(&at))
                 .await?
                 .filter(|stored| stored.deadline > now)
                 .and_then(Stored::decode)
@@ -812,6 +965,67 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// `update`'s compare-and-set of `record` at `at` (whose key is `key`), following the
+    /// session if it moved. Returns the key it wrote if that is not `key`.
+    async fn write(
+        &self,
+        mut at: Locator,
+        key: &str,
+        record: &Record,
+    ) -> Result<Option<String>, Error> {
+        let now = self.clock.now().as_unix_millis().to_string();
+        // The stored bytes keep the caller's version; the `v` field holds the new one.
+        let bytes = codec::encode(record)?;
+        let expected = record.version.to_string();
+        let next = record.version.wrapping_add(1).to_string();
+        let deadline = millis(record.expires_at).to_string();
+        let owner = wire_owner(record.owner.as_deref());
+        let (mut indexed, mut cover) = (String::new(), String::new());
+        let mut moved: Option<String> = None;
+        for _ in 0..ROUNDS {
+            let reply = self
+                .run_script(
+                    &scripts::UPDATE,
+                    &[moved.as_deref().unwrap_or(key)],
+                    &[
+                        now.as_bytes(),
+                        expected.as_bytes(),
+                        next.as_bytes(),
+                        deadline.as_bytes(),
+                        deadline.as_bytes(),
+                        &bytes,
+                        owner.as_bytes(),
+                        indexed.as_bytes(),
+                        cover.as_bytes(),
+                    ],
+                )
+                .await?;
+            match reply {
+                Reply::Ok(_) => return Ok(moved),
+                Reply::Gone => return Err(Error::Gone),
+                Reply::Changed => {
+                    return Err(Error::Changed {
+                        expected: record.version,
+                    });
+                }
+                Reply::Moved(tag) => {
+                    at = Self::follow(at, &tag).ok_or(Error::Gone)?;
+                    moved = Some(self.keys.record(&at));
+                }
+                Reply::NeedIndex(..) => {
+                    let Some(name) = record.owner.as_deref() else {
+                        return Err(unexpected("a request to index a session without owner"));
+                    };
+                    let covers = cover_for(record);
+                    self.index(name, &at, covers, self.clock.now()).await?;
+                    (indexed, cover) = (owner.clone(), covers.to_string());
+                }
+                other => return Err(unexpected(&format!("the update reply {other:?}"))),
+            }
+        }
+        Err(Error::Contended { attempts: ROUNDS })
+    }
+
     /// Drops the pointer at `home` if it points to `tag`.
     async fn release(&self, home: &Locator, tag: Tag) -> Result<(), Error> {
         let reply = self
@@ -864,6 +1078,7 @@ impl OwnerIndex for RedisStore {
                     }
                     let stored = Stored {
                         at,
+                        followed: false,
                         version,
                         deadline,
                         bytes,
@@ -934,8 +1149,60 @@ impl OwnerIndex for RedisStore {
 #[cfg(test)]
 mod tests {
     use redis::Value;
+    use satchel_core::{Expiry, Record, SessionId, Store};
 
-    use super::parse_hmget;
+    use super::{RedisStore, parse_hmget};
+
+    /// The store forgets what it writes itself, without Redis's help: with the cache deaf to
+    /// invalidations (which on Redis 7.0 report the store's own script writes back too), every
+    /// write is still seen by the very next load.
+    #[tokio::test]
+    async fn the_cache_forgets_what_the_store_writes() {
+        let Ok(url) = std::env::var("SATCHEL_TEST_REDIS_URL") else {
+            eprintln!(
+                "skipped: set SATCHEL_TEST_REDIS_URL=redis://127.0.0.1:6379 to run this test"
+            );
+            return;
+        };
+        let prefix = format!(
+            "satchel-test:{}:{:08x}:",
+            satchel_core::Clock::now(&satchel_core::SystemClock).as_unix_millis() / 1000,
+            fastrand::u32(..)
+        );
+        let store = RedisStore::connect_with_local_cache(&url, 100)
+            .await
+            .expect("connect")
+            .with_prefix(&prefix)
+            .expect("a valid prefix");
+        let cached = &store.cache.as_ref().expect("a cache").0.cache;
+        cached
+            .deaf
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let now = satchel_core::Clock::now(&satchel_core::SystemClock);
+        let id = SessionId::generate().expect("an id");
+        let token = store
+            .create(
+                &id,
+                &Record::new(now, Expiry::idle(std::time::Duration::from_secs(60))),
+            )
+            .await
+            .expect("create");
+        let loaded = store.load(&token).await.expect("load").expect("live");
+        let hits = cached.stats().hits;
+        store.load(&token).await.expect("load").expect("live");
+        assert_eq!(cached.stats().hits, hits + 1, "cached");
+
+        store.update(&token, &loaded).await.expect("update");
+        let updated = store.load(&token).await.expect("load").expect("live");
+        assert_eq!(updated.version, loaded.version + 1);
+        store.load(&token).await.expect("load").expect("live");
+        let later = updated.expires_at + std::time::Duration::from_secs(5);
+        store.touch(&token, later).await.expect("touch");
+        let touched = store.load(&token).await.expect("load").expect("live");
+        assert_eq!(touched.expires_at, later);
+        store.delete(&token).await.expect("delete");
+        assert_eq!(store.load(&token).await.expect("load"), None);
+    }
 
     fn bulk(text: &str) -> Value {
         Value::BulkString(text.as_bytes().to_vec())

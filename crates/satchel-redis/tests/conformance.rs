@@ -1,5 +1,5 @@
-//! RedisStore against every conformance suite that applies, on one Redis server and on a
-//! Redis Cluster, each case under a key prefix of its own.
+//! RedisStore against every conformance suite that applies, on one Redis server (with and
+//! without its local cache) and on a Redis Cluster, each case under a key prefix of its own.
 //!
 //! The servers come from the environment at run time: `SATCHEL_TEST_REDIS_URL` (for example
 //! `redis://127.0.0.1:6379`) and `SATCHEL_TEST_REDIS_CLUSTER_URLS` (comma-separated node URLs;
@@ -18,6 +18,19 @@ async fn make(clock: ManualClock) -> Option<RedisStore> {
 satchel_conformance::store_suite!(make);
 satchel_conformance::http_suite!(make);
 satchel_conformance::owner_suite!(make);
+
+/// The same suites on the single server, with the local cache on.
+mod cached {
+    use super::*;
+
+    async fn make(clock: ManualClock) -> Option<RedisStore> {
+        common::cached_store(clock).await
+    }
+
+    satchel_conformance::store_suite!(make);
+    satchel_conformance::http_suite!(make);
+    satchel_conformance::owner_suite!(make);
+}
 
 /// The same suites on a Redis Cluster.
 mod cluster {

@@ -83,6 +83,21 @@ pub async fn single_store(clock: ManualClock) -> Option<RedisStore> {
     )
 }
 
+/// A store with a local cache on the single server under a fresh prefix, or `None` if no
+/// server is configured.
+pub async fn cached_store(clock: ManualClock) -> Option<RedisStore> {
+    let url = single_url()?;
+    sweep_once(std::slice::from_ref(&url)).await;
+    Some(
+        RedisStore::connect_with_local_cache(&url, 10_000)
+            .await
+            .expect("connect to SATCHEL_TEST_REDIS_URL")
+            .with_prefix(&unique_prefix())
+            .expect("a valid prefix")
+            .with_clock(clock),
+    )
+}
+
 /// A store on the cluster under a fresh prefix, or `None` if no cluster is configured.
 pub async fn cluster_store(clock: ManualClock) -> Option<RedisStore> {
     let urls = cluster_urls()?;

@@ -1,0 +1,476 @@
+//! The optional local cache: records this process read, kept fresh by Redis's
+//! server-assisted client-side caching (`CLIENT TRACKING … BCAST … NOLOOP`).
+//!
+//! # How it stays correct
+//!
+//! - **Other writers.** In broadcast mode Redis sends the connection an `invalidate` push for
+//!   every key under the tracked prefix that another connection changes, deletes or lets
+//!   expire. The push handler forgets those keys.
+//! - **This process's writes.** The store forgets every key it writes, and every key a failed
+//!   or unfinished write may have touched. (`NOLOOP` is meant to spare the connection pushes
+//!   about its own writes, but Redis 7.0 credits a script's writes to the script, not to the
+//!   connection that ran it, so they come back as pushes too: harmless.)
+//! - **Races.** A read's reply and the push about a later change of the same key (or this
+//!   process's own write of it) can be handled in either order. So a read first takes a
+//!   [`Ticket`]: the generation of the key's shard. Forgetting a key moves its shard's
+//!   generation on, and a reply may fill the cache only if the generation is still the
+//!   ticket's.
+//! - **A lost connection** loses its tracking and any pushes in flight: the cache empties
+//!   itself and serves nothing until tracking is on again on the new connection.
+//!
+//! What it cannot give is zero staleness: a change made on another server reaches this cache
+//! one push later (on loopback, well under a millisecond), so a request in that window can
+//! still read the old record. Writes stay safe: `update` compares versions in Redis, and a
+//! failed comparison forgets the key so the retry reads Redis.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use redis::{PushInfo, PushKind, Value};
+use satchel_core::{Record, Timestamp};
+
+/// Shards of the cache, each with its own lock and generation. Many, so that a write's
+/// generation bump rarely spoils a concurrent read of another key.
+const SHARDS: usize = 256;
+
+/// Tracking is on: the cache may be used.
+const TRACKING: u8 = 0;
+/// The connection was lost (or tracking never confirmed): the next operation turns it on.
+const LOST: u8 = 1;
+/// An operation is turning tracking on.
+const ENABLING: u8 = 2;
+
+/// How the cache has been used since the store connected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Loads answered from the cache, without a round trip.
+    pub hits: u64,
+    /// Loads that went to Redis while tracking was on.
+    pub misses: u64,
+    /// Keys forgotten because Redis said another connection changed them.
+    pub invalidations: u64,
+    /// Times the cache emptied itself because its connection was lost or Redis was flushed.
+    pub resets: u64,
+}
+
+/// Leave to fill the cache with a reply, taken before the request was sent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket {
+    shard: usize,
+    generation: u64,
+}
+
+/// What a look-up found.
+pub(crate) enum Lookup {
+    /// A live record, cloned out of the cache.
+    Hit(Record),
+    /// Not cached; fill the cache with the reply using the ticket, if there is one (there is
+    /// none while tracking is off).
+    Miss(Option<Ticket>),
+}
+
+#[derive(Default)]
+struct Shard {
+    generation: u64,
+    records: HashMap<Box<str>, Record, TailHash>,
+}
+
+/// Hashes a key by its last eight bytes. Every key ends in the hex of a SHA-256 of a random id
+/// (only records Redis holds are cached, so a client cannot choose them), and SipHash over the
+/// whole ~90-byte key cost more than the rest of a cache look-up.
+#[derive(Clone, Copy, Default)]
+struct TailHash;
+
+impl std::hash::BuildHasher for TailHash {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(0)
+    }
+}
+
+struct TailHasher(u64);
+
+impl std::hash::Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // `str` hashes as its bytes, then a 0xff marker byte: the marker mixes in too.
+        let mut tail = [0u8; 8];
+        let take = bytes.len().min(8);
+        tail[..take].copy_from_slice(&bytes[bytes.len() - take..]);
+        self.0 = (self.0 ^ u64::from_le_bytes(tail)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+pub(crate) struct LocalCache {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    state: AtomicU8,
+    /// Moved on by every lost connection, so that tracking confirmed on a connection that has
+    /// since been lost does not count.
+    connections: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    invalidations: AtomicU64,
+    resets: AtomicU64,
+    /// Tests set it to ignore Redis's invalidations, which on Redis 7.0 also cover the store's
+    /// own writes and so would hide a write the store failed to forget itself.
+    #[cfg(test)]
+    pub(crate) deaf: std::sync::atomic::AtomicBool,
+}
+
+impl LocalCache {
+    /// A cache of at most about `capacity` records, with tracking not yet on.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            state: AtomicU8::new(LOST),
+            connections: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+            #[cfg(test)]
+            deaf: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            resets: self.resets.load(Ordering::Relaxed),
+        }
+    }
+
+    fn tracking(&self) -> bool {
+        self.state.load(Ordering::Acquire) == TRACKING
+    }
+
+    fn index(key: &str) -> usize {
+        // Keys end in the hex of a SHA-256: their last bytes are as good as a hash.
+        let tail = key.as_bytes().iter().rev().take(4);
+        tail.fold(0usize, |acc, &b| {
+            acc.wrapping_mul(31).wrapping_add(usize::from(b))
+        }) % SHARDS
+    }
+
+    fn shard(&self, index: usize) -> std::sync::MutexGuard<'_, Shard> {
+        // Only whole inserts and removals happen under the lock.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The live record cached under `key`, or a ticket to cache the reply of a read.
+    pub(crate) fn lookup(&self, key: &str, now: Timestamp) -> Lookup {
+        if !self.tracking() {
+            return Lookup::Miss(None);
+        }
+        let index = Self::index(key);
+        let mut shard = self.shard(index);
+        match shard.records.get(key) {
+            Some(record) if !record.is_expired(now) => {
+                let record = record.clone();
+                drop(shard);
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Lookup::Hit(record)
+            }
+            found => {
+                if found.is_some() {
+                    shard.records.remove(key);
+                }
+                let ticket = Ticket {
+                    shard: index,
+                    generation: shard.generation,
+                };
+                drop(shard);
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                Lookup::Miss(Some(ticket))
+            }
+        }
+    }
+
+    /// Caches what a read found under `key`, unless the key was forgotten since the ticket
+    /// was taken.
+    pub(crate) fn fill(&self, key: &str, ticket: Ticket, record: &Record) {
+        let mut shard = self.shard(ticket.shard);
+        if shard.generation == ticket.generation && self.tracking() {
+            self.insert(&mut shard, key, record.clone());
+        }
+    }
+
+    fn insert(&self, shard: &mut Shard, key: &str, record: Record) {
+        if let Some(cached) = shard.records.get_mut(key) {
+            *cached = record;
+            return;
+        }
+        if shard.records.len() >= self.per_shard {
+            // Any one goes: records are cheap to read again.
+            if let Some(victim) = shard.records.keys().next().cloned() {
+                shard.records.remove(&victim);
+            }
+        }
+        shard.records.insert(key.into(), record);
+    }
+
+    /// Forgets `key`: this process changed it, or may have.
+    pub(crate) fn forget(&self, key: &str) {
+        let mut shard = self.shard(Self::index(key));
+        shard.generation += 1;
+        shard.records.remove(key);
+    }
+
+    /// Forgets everything.
+    pub(crate) fn clear(&self) {
+        for index in 0..SHARDS {
+            let mut shard = self.shard(index);
+            shard.generation += 1;
+            shard.records.clear();
+        }
+        self.resets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Handles a push from the connection: invalidations, and the connection's loss.
+    pub(crate) fn on_push(&self, push: &PushInfo) {
+        #[cfg(test)]
+        if self.deaf.load(Ordering::Relaxed) && push.kind == PushKind::Invalidate {
+            return;
+        }
+        match push.kind {
+            PushKind::Invalidate => match push.data.first() {
+                Some(Value::Array(keys)) => {
+                    for key in keys {
+                        if let Value::BulkString(key) = key
+                            && let Ok(key) = std::str::from_utf8(key)
+                        {
+                            self.forget(key);
+                            self.invalidations.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                // FLUSHALL or FLUSHDB (a null), or a shape this code does not know.
+                _ => self.clear(),
+            },
+            PushKind::Disconnection => self.lose(),
+            _ => {}
+        }
+    }
+
+    /// Tracking is gone (the connection was lost) or no longer covers what the store writes
+    /// (a new prefix): empty the cache and stop using it until tracking is on again.
+    pub(crate) fn lose(&self) {
+        // Off first, then move the connection count on: an operation turning tracking on for
+        // the lost connection sees the count moved and leaves it off.
+        self.state.store(LOST, Ordering::Release);
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        self.clear();
+    }
+
+    /// Whether tracking must be turned on before the cache can be used.
+    pub(crate) fn needs_tracking(&self) -> bool {
+        self.state.load(Ordering::Acquire) == LOST
+    }
+
+    /// If tracking must be turned on, claims that job and returns the connection count to
+    /// hand back to [`LocalCache::tracking_confirmed`].
+    pub(crate) fn claim_enabling(&self) -> Option<u64> {
+        if self.state.load(Ordering::Acquire) != LOST {
+            return None;
+        }
+        let connections = self.connections.load(Ordering::Acquire);
+        self.state
+            .compare_exchange(LOST, ENABLING, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| connections)
+    }
+
+    /// Ends a claimed attempt: tracking is on if Redis said so and no connection was lost
+    /// since the attempt began.
+    pub(crate) fn tracking_confirmed(&self, connections: u64, ok: bool) {
+        let next = if ok && self.connections.load(Ordering::Acquire) == connections {
+            TRACKING
+        } else {
+            LOST
+        };
+        // Only the claimant moves ENABLING on. A loss stores LOST before it moves the count,
+        // so a loss after the check above makes this exchange fail, or undoes it.
+        let _ = self
+            .state
+            .compare_exchange(ENABLING, next, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use satchel_core::{Expiry, Record, Timestamp};
+
+    use super::*;
+
+    fn record(version: u64) -> Record {
+        let mut record = Record::new(Timestamp::from_unix_millis(1_000), Expiry::default());
+        record.version = version;
+        record
+    }
+
+    fn tracking_cache() -> LocalCache {
+        let cache = LocalCache::new(1_000);
+        let connections = cache.claim_enabling().expect("starts off");
+        cache.tracking_confirmed(connections, true);
+        cache
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_unix_millis(2_000)
+    }
+
+    fn hit(cache: &LocalCache, key: &str) -> Option<u64> {
+        match cache.lookup(key, now()) {
+            Lookup::Hit(record) => Some(record.version),
+            Lookup::Miss(_) => None,
+        }
+    }
+
+    fn ticket(cache: &LocalCache, key: &str) -> Ticket {
+        match cache.lookup(key, now()) {
+            Lookup::Miss(Some(ticket)) => ticket,
+            Lookup::Miss(None) => panic!("tracking is off"),
+            Lookup::Hit(_) => panic!("already cached"),
+        }
+    }
+
+    fn invalidate(keys: &[&str]) -> PushInfo {
+        PushInfo {
+            kind: PushKind::Invalidate,
+            data: vec![Value::Array(
+                keys.iter()
+                    .map(|k| Value::BulkString(k.as_bytes().to_vec()))
+                    .collect(),
+            )],
+        }
+    }
+
+    #[test]
+    fn nothing_is_cached_until_tracking_is_confirmed() {
+        let cache = LocalCache::new(10);
+        assert!(matches!(cache.lookup("k", now()), Lookup::Miss(None)));
+
+        let connections = cache.claim_enabling().expect("off");
+        assert!(cache.claim_enabling().is_none(), "one claimant at a time");
+        cache.tracking_confirmed(connections, false);
+        let connections = cache.claim_enabling().expect("a refusal leaves it off");
+        cache.tracking_confirmed(connections, true);
+        let t = ticket(&cache, "k");
+        cache.fill("k", t, &record(1));
+        assert_eq!(hit(&cache, "k"), Some(1));
+    }
+
+    #[test]
+    fn an_invalidation_during_a_read_keeps_its_reply_out() {
+        let cache = tracking_cache();
+        let t = ticket(&cache, "k");
+        cache.on_push(&invalidate(&["k"]));
+        cache.fill("k", t, &record(1));
+        assert_eq!(hit(&cache, "k"), None);
+        assert_eq!(cache.stats().invalidations, 1);
+    }
+
+    #[test]
+    fn an_invalidation_after_a_fill_forgets_the_key() {
+        let cache = tracking_cache();
+        let t = ticket(&cache, "k");
+        cache.fill("k", t, &record(1));
+        cache.fill("other", ticket(&cache, "other"), &record(7));
+        cache.on_push(&invalidate(&["k"]));
+        assert_eq!(hit(&cache, "k"), None);
+        assert_eq!(hit(&cache, "other"), Some(7));
+    }
+
+    #[test]
+    fn a_write_forgets_the_key_and_keeps_older_replies_out() {
+        let cache = tracking_cache();
+        cache.fill("k", ticket(&cache, "k"), &record(1));
+        cache.forget("k");
+        assert_eq!(hit(&cache, "k"), None);
+        // A read sent before the write must not put its older reply back.
+        let read = ticket(&cache, "k");
+        cache.forget("k");
+        cache.fill("k", read, &record(1));
+        assert_eq!(hit(&cache, "k"), None);
+        // A read sent after it may.
+        cache.fill("k", ticket(&cache, "k"), &record(2));
+        assert_eq!(hit(&cache, "k"), Some(2));
+    }
+
+    #[test]
+    fn losing_the_connection_empties_the_cache_and_stops_it() {
+        let cache = tracking_cache();
+        cache.fill("k", ticket(&cache, "k"), &record(1));
+        let in_flight = ticket(&cache, "j");
+        cache.on_push(&PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        });
+        assert!(matches!(cache.lookup("k", now()), Lookup::Miss(None)));
+        cache.fill("j", in_flight, &record(1));
+
+        // Tracking confirmed on the lost connection does not count.
+        let connections = cache.claim_enabling().expect("off");
+        cache.on_push(&PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        });
+        cache.tracking_confirmed(connections, true);
+        assert!(matches!(cache.lookup("j", now()), Lookup::Miss(None)));
+        let connections = cache.claim_enabling().expect("off");
+        cache.tracking_confirmed(connections, true);
+        assert_eq!(
+            hit(&cache, "j"),
+            None,
+            "nothing from before the loss came back"
+        );
+        assert_eq!(cache.stats().resets, 2);
+    }
+
+    #[test]
+    fn a_flush_empties_the_cache() {
+        let cache = tracking_cache();
+        cache.fill("k", ticket(&cache, "k"), &record(1));
+        cache.on_push(&PushInfo {
+            kind: PushKind::Invalidate,
+            data: vec![Value::Nil],
+        });
+        assert_eq!(hit(&cache, "k"), None);
+    }
+
+    #[test]
+    fn expired_records_are_not_served() {
+        let cache = tracking_cache();
+        let mut ended = record(1);
+        ended.expires_at = now() - Duration::from_millis(1);
+        cache.fill("k", ticket(&cache, "k"), &ended);
+        assert_eq!(hit(&cache, "k"), None);
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_capacity() {
+        let cache = LocalCache::new(1);
+        let connections = cache.claim_enabling().expect("off");
+        cache.tracking_confirmed(connections, true);
+        for i in 0..10_000 {
+            let key = format!("key{i:x}");
+            cache.fill(&key, ticket(&cache, &key), &record(1));
+        }
+        let held: usize = (0..SHARDS).map(|i| cache.shard(i).records.len()).sum();
+        assert!(held <= SHARDS, "{held} records held");
+    }
+}

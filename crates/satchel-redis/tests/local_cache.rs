@@ -1,0 +1,302 @@
+//! RedisStore's local cache (`connect_with_local_cache`) against a real Redis: what it serves
+//! without a round trip, how changes made through other connections reach it, and that a lost
+//! connection or a flush empties it. The conformance suites run on it too (`conformance.rs`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use satchel::{Expiry, ManualClock, Record, SessionId, Store, Token};
+use satchel_redis::RedisStore;
+use serde_json::json;
+
+/// How long a change made elsewhere may take to reach the cache in these tests (it takes well
+/// under a millisecond; the slack is for a busy CI machine).
+const PUSH_WITHIN: Duration = Duration::from_secs(5);
+
+fn record(clock: &ManualClock, n: u64) -> Record {
+    let mut data = satchel::core::Data::new();
+    data.insert("n".into(), json!(n));
+    Record::new(
+        satchel::Clock::now(clock),
+        Expiry::idle(Duration::from_secs(600)),
+    )
+    .with_data(data)
+}
+
+fn n(record: &Record) -> Option<u64> {
+    record.data.get("n").and_then(serde_json::Value::as_u64)
+}
+
+async fn created(store: &RedisStore, clock: &ManualClock, n: u64) -> Token {
+    let id = SessionId::generate().expect("an id");
+    store.create(&id, &record(clock, n)).await.expect("create")
+}
+
+/// A cached store and a plain one (another connection) on the same prefix and clock.
+async fn pair() -> Option<(RedisStore, RedisStore, ManualClock)> {
+    let clock = satchel_conformance::test_clock();
+    let cached = common::cached_store(clock.clone()).await?;
+    let url = common::single_url()?;
+    let plain = RedisStore::connect(&url)
+        .await
+        .expect("connect")
+        .with_prefix(cached.prefix())
+        .expect("the same prefix")
+        .with_clock(clock.clone());
+    Some((cached, plain, clock))
+}
+
+fn stats(store: &RedisStore) -> satchel_redis::CacheStats {
+    store.local_cache_stats().expect("a cached store")
+}
+
+/// Loads `token` until `done` holds for what it finds, or panics after [`PUSH_WITHIN`].
+async fn load_until(
+    store: &RedisStore,
+    token: &Token,
+    what: &str,
+    done: impl Fn(&Option<Record>) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        let found = store.load(token).await.expect("load");
+        if done(&found) {
+            return;
+        }
+        assert!(
+            start.elapsed() < PUSH_WITHIN,
+            "{what}: still {found:?} after {PUSH_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn reads_are_served_without_a_round_trip_until_a_write() {
+    let Some((cached, plain, clock)) = pair().await else {
+        return;
+    };
+    assert_eq!(plain.local_cache_stats(), None);
+    let token = created(&cached, &clock, 1).await;
+    let before = stats(&cached);
+
+    let first = cached.load(&token).await.expect("load").expect("live");
+    assert_eq!(
+        stats(&cached).misses,
+        before.misses + 1,
+        "the first load reads Redis"
+    );
+    let second = cached.load(&token).await.expect("load").expect("live");
+    assert_eq!(stats(&cached).hits, before.hits + 1, "the second does not");
+    assert_eq!(first, second);
+
+    let mut next = second.clone();
+    next.data.insert("n".into(), json!(2));
+    cached.update(&token, &next).await.expect("update");
+    // The store forgot what it wrote: the next load reads Redis, and sees the write.
+    let misses = stats(&cached).misses;
+    let after = cached.load(&token).await.expect("load").expect("live");
+    assert_eq!(stats(&cached).misses, misses + 1);
+    assert_eq!(after.version, first.version + 1);
+    assert_eq!(n(&after), Some(2));
+    // What the cache holds is what Redis holds.
+    assert_eq!(plain.load(&token).await.expect("load"), Some(after));
+}
+
+#[tokio::test]
+async fn the_stores_own_writes_are_seen_at_once() {
+    let Some((cached, _, clock)) = pair().await else {
+        return;
+    };
+    // Redis reports the store's script writes back to it too (Redis 7.0), but a load right
+    // after the reply must not wait for that report: the store forgets what it writes.
+    for n in 0..50 {
+        let token = created(&cached, &clock, n).await;
+        let loaded = cached.load(&token).await.expect("load").expect("live");
+        cached.load(&token).await.expect("load").expect("cached");
+        let mut next = loaded.clone();
+        next.data.insert("n".into(), json!(n + 1));
+        cached.update(&token, &next).await.expect("update");
+        let fresh = cached.load(&token).await.expect("load").expect("live");
+        assert_eq!(fresh.version, loaded.version + 1, "round {n}");
+        cached
+            .touch(&token, fresh.expires_at + Duration::from_secs(60))
+            .await
+            .expect("touch");
+        let touched = cached.load(&token).await.expect("load").expect("live");
+        assert_eq!(
+            touched.expires_at,
+            fresh.expires_at + Duration::from_secs(60),
+            "round {n}"
+        );
+        cached.delete(&token).await.expect("delete");
+        assert_eq!(cached.load(&token).await.expect("load"), None, "round {n}");
+    }
+}
+
+#[tokio::test]
+async fn changes_through_other_connections_reach_the_cache() {
+    let Some((cached, plain, clock)) = pair().await else {
+        return;
+    };
+    let token = created(&plain, &clock, 1).await;
+    let loaded = cached.load(&token).await.expect("load").expect("live");
+    assert_eq!(n(&loaded), Some(1));
+
+    let mut next = loaded.clone();
+    next.data.insert("n".into(), json!(2));
+    plain.update(&token, &next).await.expect("update elsewhere");
+    load_until(&cached, &token, "an update elsewhere", |found| {
+        found.as_ref().and_then(n) == Some(2)
+    })
+    .await;
+    assert!(stats(&cached).invalidations >= 1);
+
+    // The cache holds the fresh record again, until the next change elsewhere.
+    let hits = stats(&cached).hits;
+    cached.load(&token).await.expect("load");
+    assert_eq!(stats(&cached).hits, hits + 1);
+    plain.delete(&token).await.expect("delete elsewhere");
+    load_until(&cached, &token, "a delete elsewhere", Option::is_none).await;
+}
+
+#[tokio::test]
+async fn a_failed_compare_and_set_makes_the_next_load_read_redis() {
+    let Some((cached, plain, clock)) = pair().await else {
+        return;
+    };
+    let token = created(&plain, &clock, 1).await;
+    let stale = cached.load(&token).await.expect("load").expect("live");
+    let mut theirs = stale.clone();
+    theirs.data.insert("n".into(), json!(2));
+    plain
+        .update(&token, &theirs)
+        .await
+        .expect("update elsewhere");
+
+    // Whether or not Redis's push has arrived, the version check runs in Redis.
+    let mut ours = stale.clone();
+    ours.data.insert("n".into(), json!(3));
+    let error = cached.update(&token, &ours).await.expect_err("stale");
+    assert!(matches!(error, satchel::Error::Changed { .. }), "{error:?}");
+    // And the retry a session layer makes sees the winner at once, without waiting for it.
+    let fresh = cached.load(&token).await.expect("load").expect("live");
+    assert_eq!(n(&fresh), Some(2));
+    assert_eq!(fresh.version, stale.version + 1);
+}
+
+#[tokio::test]
+async fn clones_under_an_older_prefix_stop_using_the_cache() {
+    let Some((cached, plain, clock)) = pair().await else {
+        return;
+    };
+    let token = created(&plain, &clock, 1).await;
+    let moved = cached
+        .clone()
+        .with_prefix(&common::unique_prefix())
+        .expect("a valid prefix");
+    let before = stats(&cached);
+    // The old prefix is no longer tracked: the old clone must read Redis every time.
+    cached.load(&token).await.expect("load").expect("live");
+    cached.load(&token).await.expect("load").expect("live");
+    assert_eq!(stats(&cached).hits, before.hits);
+    assert_eq!(stats(&cached).misses, before.misses);
+
+    // The new prefix is tracked: changes there through another connection arrive.
+    let other = plain.with_prefix(moved.prefix()).expect("the same prefix");
+    let token = created(&other, &clock, 1).await;
+    let loaded = moved.load(&token).await.expect("load").expect("live");
+    let mut next = loaded.clone();
+    next.data.insert("n".into(), json!(5));
+    other.update(&token, &next).await.expect("update elsewhere");
+    load_until(&moved, &token, "an update under the new prefix", |found| {
+        found.as_ref().and_then(n) == Some(5)
+    })
+    .await;
+}
+
+/// Waits until the cache has emptied itself `resets` times in all.
+async fn until_resets(store: &RedisStore, resets: u64) {
+    let start = Instant::now();
+    while stats(store).resets < resets {
+        assert!(
+            start.elapsed() < PUSH_WITHIN,
+            "the cache did not empty itself: {:?}",
+            stats(store)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_or_a_flush_empties_the_cache() {
+    let Some(mut redis) = common::PrivateRedis::start() else {
+        return;
+    };
+    let clock = satchel_conformance::test_clock();
+    let cached = connect_cached(&redis.url())
+        .await
+        .with_clock(clock.clone())
+        .with_timeout(Duration::from_millis(400));
+    let token = created(&cached, &clock, 1).await;
+    cached.load(&token).await.expect("load").expect("live");
+    let resets = stats(&cached).resets;
+
+    // The server comes back empty: the cache must not answer for the record it lost.
+    redis.restart();
+    until_resets(&cached, resets + 1).await;
+    let start = Instant::now();
+    let found = loop {
+        match cached.load(&token).await {
+            Ok(found) => break found,
+            Err(error) => {
+                assert!(error.is_unavailable(), "{error:?}");
+                assert!(start.elapsed() < PUSH_WITHIN, "Redis did not come back");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(found, None);
+
+    // Tracking comes back on the new connection, and the cache with it.
+    let token = created(&cached, &clock, 2).await;
+    let start = Instant::now();
+    loop {
+        let hits = stats(&cached).hits;
+        cached.load(&token).await.expect("load").expect("live");
+        if stats(&cached).hits > hits {
+            break;
+        }
+        assert!(
+            start.elapsed() < PUSH_WITHIN,
+            "the cache did not come back: {:?}",
+            stats(&cached)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // FLUSHDB from another connection empties it too.
+    let resets = stats(&cached).resets;
+    let mut raw = common::raw(&redis.url()).await;
+    let () = redis::cmd("FLUSHDB")
+        .query_async(&mut raw)
+        .await
+        .expect("FLUSHDB");
+    until_resets(&cached, resets + 1).await;
+    assert_eq!(cached.load(&token).await.expect("load"), None);
+}
+
+/// Connects a cached store to a private server that was only just started.
+async fn connect_cached(url: &str) -> RedisStore {
+    let start = Instant::now();
+    loop {
+        match RedisStore::connect_with_local_cache(url, 100).await {
+            Ok(store) => return store,
+            Err(error) => {
+                assert!(start.elapsed() < PUSH_WITHIN, "{error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
