@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest as _, Sha256};
 
@@ -36,6 +36,15 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         setup_path: None,
         path: "/",
         target: Target::AtLeast(0.98),
+    },
+    Contender {
+        name: "noop-layer",
+        summary: "bare axum behind an identity layer (tower's MapResponse): what wrapping a \
+                  router in any layer costs, the floor under satchel-untouched",
+        build: noop_layer_app,
+        setup_path: None,
+        path: "/",
+        target: Target::Versus(&["satchel-untouched"]),
     },
     Contender {
         name: "satchel-read",
@@ -87,6 +96,16 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         target: Target::Versus(&["satchel-write"]),
     },
 ];
+
+/// The bare app behind a layer that passes every response through unchanged.
+fn noop_layer_app() -> BuildFuture {
+    Box::pin(async {
+        let identity: fn(Response) -> Response = std::convert::identity;
+        Ok(Router::new()
+            .route("/", get(hello))
+            .layer(tower::util::MapResponseLayer::new(identity)))
+    })
+}
 
 /// The floor's sessions: SHA-256 of the cookie's id to a deadline and one integer, as a store
 /// keyed by hashed ids keeps them, without records, versions, renewal or a layer.

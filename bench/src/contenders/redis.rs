@@ -50,6 +50,30 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         ]),
     },
     Contender {
+        name: "redis-cached-read",
+        summary: "satchel RedisStore with its local cache (connect_with_local_cache: RESP3, \
+                  CLIENT TRACKING BCAST NOLOOP): read one integer; same goals as redis-read",
+        build: satchel_cached_read_app,
+        setup_path: Some("/setup"),
+        path: "/read",
+        target: Target::Goals(&[
+            ("tower-sessions-redis-read", GOAL_VS_TOWER_SESSIONS),
+            ("raw-redis-read", 0.8),
+        ]),
+    },
+    Contender {
+        name: "redis-cached-write",
+        summary: "satchel RedisStore with its local cache: increment one integer (load from \
+                  the cache + compare-and-set script); same goals as redis-write",
+        build: satchel_cached_write_app,
+        setup_path: Some("/setup"),
+        path: "/write",
+        target: Target::Goals(&[
+            ("tower-sessions-redis-write", GOAL_VS_TOWER_SESSIONS),
+            ("raw-redis-write", 0.8),
+        ]),
+    },
+    Contender {
         name: "tower-sessions-redis-read",
         summary: "tower-sessions 0.14 + tower-sessions-redis-store 0.16 (fred pool of 6, as its \
                   README builds it): read one integer",
@@ -108,10 +132,17 @@ fn run_prefix(contender: &str) -> String {
     )
 }
 
-async fn satchel_app(contender: &str) -> anyhow::Result<Router> {
+/// How many records the cached contenders' local cache holds: every connection's session.
+const CACHE_CAPACITY: usize = 10_000;
+
+async fn satchel_app(contender: &str, cached: bool) -> anyhow::Result<Router> {
     let url = redis_url();
-    let store = satchel_redis::RedisStore::connect(&url)
-        .await
+    let connected = if cached {
+        satchel_redis::RedisStore::connect_with_local_cache(&url, CACHE_CAPACITY).await
+    } else {
+        satchel_redis::RedisStore::connect(&url).await
+    };
+    let store = connected
         .with_context(|| format!("cannot connect to Redis at {url} (SATCHEL_BENCH_REDIS_URL)"))?
         .with_prefix(&run_prefix(contender))?;
     let layer = satchel::SessionLayer::new(store).with_expiry(satchel::Expiry::idle(KEY_LIFETIME));
@@ -119,11 +150,19 @@ async fn satchel_app(contender: &str) -> anyhow::Result<Router> {
 }
 
 fn satchel_read_app() -> BuildFuture {
-    Box::pin(satchel_app("redis-read"))
+    Box::pin(satchel_app("redis-read", false))
 }
 
 fn satchel_write_app() -> BuildFuture {
-    Box::pin(satchel_app("redis-write"))
+    Box::pin(satchel_app("redis-write", false))
+}
+
+fn satchel_cached_read_app() -> BuildFuture {
+    Box::pin(satchel_app("redis-cached-read", true))
+}
+
+fn satchel_cached_write_app() -> BuildFuture {
+    Box::pin(satchel_app("redis-cached-write", true))
 }
 
 async fn tower_sessions_app() -> anyhow::Result<Router> {
