@@ -137,14 +137,15 @@ const CACHE_CAPACITY: usize = 10_000;
 
 async fn satchel_app(contender: &str, cached: bool) -> anyhow::Result<Router> {
     let url = redis_url();
+    let prefix = run_prefix(contender);
     let connected = if cached {
-        satchel_redis::RedisStore::connect_with_local_cache(&url, CACHE_CAPACITY).await
+        satchel_redis::RedisStore::connect_with_local_cache(&url, &prefix, CACHE_CAPACITY).await
     } else {
         satchel_redis::RedisStore::connect(&url).await
     };
     let store = connected
         .with_context(|| format!("cannot connect to Redis at {url} (SATCHEL_BENCH_REDIS_URL)"))?
-        .with_prefix(&run_prefix(contender))?;
+        .with_prefix(&prefix)?;
     let layer = satchel::SessionLayer::new(store).with_expiry(satchel::Expiry::idle(KEY_LIFETIME));
     Ok(satchel_router(layer))
 }

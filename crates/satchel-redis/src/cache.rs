@@ -6,8 +6,8 @@
 //! - **Other writers.** In broadcast mode Redis sends the connection an `invalidate` push for
 //!   every key under the tracked prefix that another connection changes, deletes or lets
 //!   expire. The push handler forgets those keys.
-//! - **This process's writes.** The store forgets every key it writes, and every key a failed
-//!   or unfinished write may have touched. (`NOLOOP` is meant to spare the connection pushes
+//! - **This process's writes.** The store forgets every key a script of its may have written,
+//!   when the reply comes or when the call fails, times out or is dropped. (`NOLOOP` is meant to spare the connection pushes
 //!   about its own writes, but Redis 7.0 credits a script's writes to the script, not to the
 //!   connection that ran it, so they come back as pushes too: harmless.)
 //! - **Races.** A read's reply and the push about a later change of the same key (or this
@@ -16,7 +16,10 @@
 //!   generation on, and a reply may fill the cache only if the generation is still the
 //!   ticket's.
 //! - **A lost connection** loses its tracking and any pushes in flight: the cache empties
-//!   itself and serves nothing until tracking is on again on the new connection.
+//!   itself and serves nothing until tracking is on again on the new connection. An operation
+//!   that times out or fails on I/O counts as a lost connection (it may be one that died
+//!   without a sign), and no record is served [`MAX_AGE`] after it was read, for the case
+//!   where every request is a hit and nothing would notice.
 //!
 //! What it cannot give is zero staleness: a change made on another server reaches this cache
 //! one push later (on loopback, well under a millisecond), so a request in that window can
@@ -24,8 +27,9 @@
 //! failed comparison forgets the key so the retry reads Redis.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::{PushInfo, PushKind, Value};
 use satchel_core::{Record, Timestamp};
@@ -34,9 +38,17 @@ use satchel_core::{Record, Timestamp};
 /// generation bump rarely spoils a concurrent read of another key.
 const SHARDS: usize = 256;
 
+/// How long a record is served after it was read from Redis. Pushes keep the cache fresh; this
+/// bounds how stale it can get if the connection dies without a sign (a network partition, a
+/// frozen server) while every request is a hit and nothing notices.
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(5);
+
+/// How long after a failed attempt to turn tracking on the next may start.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+
 /// Tracking is on: the cache may be used.
 const TRACKING: u8 = 0;
-/// The connection was lost (or tracking never confirmed): the next operation turns it on.
+/// The connection was lost (or tracking never confirmed): the next load turns it on.
 const LOST: u8 = 1;
 /// An operation is turning tracking on.
 const ENABLING: u8 = 2;
@@ -49,9 +61,11 @@ pub struct CacheStats {
     pub hits: u64,
     /// Loads that went to Redis while tracking was on.
     pub misses: u64,
-    /// Keys forgotten because Redis said another connection changed them.
+    /// Keys Redis reported changed (on Redis 7.0 including this store's own writes, which it
+    /// forgets anyway), whether cached or not.
     pub invalidations: u64,
-    /// Times the cache emptied itself because its connection was lost or Redis was flushed.
+    /// Times the cache emptied itself: its connection was lost, an operation timed out or
+    /// failed on I/O, or Redis was flushed.
     pub resets: u64,
 }
 
@@ -74,7 +88,13 @@ pub(crate) enum Lookup {
 #[derive(Default)]
 struct Shard {
     generation: u64,
-    records: HashMap<Box<str>, Record, TailHash>,
+    records: HashMap<Box<str>, Entry, TailHash>,
+}
+
+struct Entry {
+    record: Record,
+    /// When the record was read from Redis.
+    read_at: Instant,
 }
 
 /// Hashes a key by its last eight bytes. Every key ends in the hex of a SHA-256 of a random id
@@ -114,6 +134,10 @@ pub(crate) struct LocalCache {
     /// Moved on by every lost connection, so that tracking confirmed on a connection that has
     /// since been lost does not count.
     connections: AtomicU64,
+    /// How long a record is served after it was read ([`MAX_AGE`]).
+    max_age: Duration,
+    /// No attempt to turn tracking on starts before this (after a failed one).
+    not_before: Mutex<Option<Instant>>,
     hits: AtomicU64,
     misses: AtomicU64,
     invalidations: AtomicU64,
@@ -125,13 +149,16 @@ pub(crate) struct LocalCache {
 }
 
 impl LocalCache {
-    /// A cache of at most about `capacity` records, with tracking not yet on.
+    /// A cache of at most about `capacity` records (at least one per shard; the bound holds per
+    /// shard), with tracking not yet on.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             state: AtomicU8::new(LOST),
             connections: AtomicU64::new(0),
+            max_age: MAX_AGE,
+            not_before: Mutex::new(None),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
@@ -176,9 +203,16 @@ impl LocalCache {
         }
         let index = Self::index(key);
         let mut shard = self.shard(index);
+        // Again under the lock: `lose` turns tracking off before it empties the shards, so a
+        // ticket taken here after this shard was emptied is refused here instead.
+        if !self.tracking() {
+            return Lookup::Miss(None);
+        }
         match shard.records.get(key) {
-            Some(record) if !record.is_expired(now) => {
-                let record = record.clone();
+            Some(entry)
+                if !entry.record.is_expired(now) && entry.read_at.elapsed() < self.max_age =>
+            {
+                let record = entry.record.clone();
                 drop(shard);
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Lookup::Hit(record)
@@ -203,13 +237,17 @@ impl LocalCache {
     pub(crate) fn fill(&self, key: &str, ticket: Ticket, record: &Record) {
         let mut shard = self.shard(ticket.shard);
         if shard.generation == ticket.generation && self.tracking() {
-            self.insert(&mut shard, key, record.clone());
+            let entry = Entry {
+                record: record.clone(),
+                read_at: Instant::now(),
+            };
+            self.insert(&mut shard, key, entry);
         }
     }
 
-    fn insert(&self, shard: &mut Shard, key: &str, record: Record) {
+    fn insert(&self, shard: &mut Shard, key: &str, entry: Entry) {
         if let Some(cached) = shard.records.get_mut(key) {
-            *cached = record;
+            *cached = entry;
             return;
         }
         if shard.records.len() >= self.per_shard {
@@ -218,7 +256,7 @@ impl LocalCache {
                 shard.records.remove(&victim);
             }
         }
-        shard.records.insert(key.into(), record);
+        shard.records.insert(key.into(), entry);
     }
 
     /// Forgets `key`: this process changed it, or may have.
@@ -264,47 +302,85 @@ impl LocalCache {
         }
     }
 
-    /// Tracking is gone (the connection was lost) or no longer covers what the store writes
-    /// (a new prefix): empty the cache and stop using it until tracking is on again.
+    /// Tracking may be gone (the connection was lost, or an operation timed out or failed on
+    /// I/O and may have lost it): empty the cache and stop using it until tracking is on again.
     pub(crate) fn lose(&self) {
-        // Off first, then move the connection count on: an operation turning tracking on for
-        // the lost connection sees the count moved and leaves it off.
+        // Off first, then move the connection count on: an attempt to turn tracking on for the
+        // lost connection sees the count moved and leaves it off.
         self.state.store(LOST, Ordering::Release);
         self.connections.fetch_add(1, Ordering::AcqRel);
         self.clear();
     }
 
-    /// Whether tracking must be turned on before the cache can be used.
-    pub(crate) fn needs_tracking(&self) -> bool {
-        self.state.load(Ordering::Acquire) == LOST
-    }
-
-    /// If tracking must be turned on, claims that job and returns the connection count to
-    /// hand back to [`LocalCache::tracking_confirmed`].
-    pub(crate) fn claim_enabling(&self) -> Option<u64> {
+    /// Claims the job of turning tracking on, if it is off, no attempt is running and the last
+    /// failed one was long enough ago. Finish the attempt with [`Attempt::finish`]; dropping it
+    /// unfinished (cancelled, runtime gone) counts as a failure.
+    pub(crate) fn claim_enabling(self: &Arc<Self>) -> Option<Attempt> {
         if self.state.load(Ordering::Acquire) != LOST {
             return None;
+        }
+        {
+            let not_before = self
+                .not_before
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if not_before.is_some_and(|at| Instant::now() < at) {
+                return None;
+            }
         }
         let connections = self.connections.load(Ordering::Acquire);
         self.state
             .compare_exchange(LOST, ENABLING, Ordering::AcqRel, Ordering::Acquire)
-            .ok()
-            .map(|_| connections)
+            .ok()?;
+        Some(Attempt {
+            cache: Arc::clone(self),
+            connections,
+            finished: false,
+        })
     }
 
-    /// Ends a claimed attempt: tracking is on if Redis said so and no connection was lost
-    /// since the attempt began.
-    pub(crate) fn tracking_confirmed(&self, connections: u64, ok: bool) {
+    fn tracking_confirmed(&self, connections: u64, ok: bool) {
         let next = if ok && self.connections.load(Ordering::Acquire) == connections {
             TRACKING
         } else {
             LOST
         };
+        if !ok {
+            *self
+                .not_before
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(Instant::now() + RETRY_AFTER);
+        }
         // Only the claimant moves ENABLING on. A loss stores LOST before it moves the count,
         // so a loss after the check above makes this exchange fail, or undoes it.
         let _ = self
             .state
             .compare_exchange(ENABLING, next, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+/// A claimed attempt to turn tracking on.
+pub(crate) struct Attempt {
+    cache: Arc<LocalCache>,
+    connections: u64,
+    finished: bool,
+}
+
+impl Attempt {
+    /// Ends the attempt: tracking is on if Redis said so (`ok`) and no connection was lost
+    /// since the attempt was claimed.
+    pub(crate) fn finish(mut self, ok: bool) {
+        self.finished = true;
+        self.cache.tracking_confirmed(self.connections, ok);
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cache.tracking_confirmed(self.connections, false);
+        }
     }
 }
 
@@ -322,10 +398,9 @@ mod tests {
         record
     }
 
-    fn tracking_cache() -> LocalCache {
-        let cache = LocalCache::new(1_000);
-        let connections = cache.claim_enabling().expect("starts off");
-        cache.tracking_confirmed(connections, true);
+    fn tracking_cache() -> Arc<LocalCache> {
+        let cache = Arc::new(LocalCache::new(1_000));
+        cache.claim_enabling().expect("starts off").finish(true);
         cache
     }
 
@@ -361,14 +436,25 @@ mod tests {
 
     #[test]
     fn nothing_is_cached_until_tracking_is_confirmed() {
-        let cache = LocalCache::new(10);
+        let cache = Arc::new(LocalCache::new(10));
         assert!(matches!(cache.lookup("k", now()), Lookup::Miss(None)));
 
-        let connections = cache.claim_enabling().expect("off");
+        let attempt = cache.claim_enabling().expect("off");
         assert!(cache.claim_enabling().is_none(), "one claimant at a time");
-        cache.tracking_confirmed(connections, false);
-        let connections = cache.claim_enabling().expect("a refusal leaves it off");
-        cache.tracking_confirmed(connections, true);
+        attempt.finish(false);
+        assert!(
+            cache.claim_enabling().is_none(),
+            "a refusal waits before the next try"
+        );
+        std::thread::sleep(RETRY_AFTER);
+        // An attempt dropped unfinished (cancelled) counts as refused, not as running.
+        drop(cache.claim_enabling().expect("off after the wait"));
+        assert!(matches!(cache.lookup("k", now()), Lookup::Miss(None)));
+        std::thread::sleep(RETRY_AFTER);
+        cache
+            .claim_enabling()
+            .expect("off after the wait")
+            .finish(true);
         let t = ticket(&cache, "k");
         cache.fill("k", t, &record(1));
         assert_eq!(hit(&cache, "k"), Some(1));
@@ -424,15 +510,14 @@ mod tests {
         cache.fill("j", in_flight, &record(1));
 
         // Tracking confirmed on the lost connection does not count.
-        let connections = cache.claim_enabling().expect("off");
+        let attempt = cache.claim_enabling().expect("off");
         cache.on_push(&PushInfo {
             kind: PushKind::Disconnection,
             data: vec![],
         });
-        cache.tracking_confirmed(connections, true);
+        attempt.finish(true);
         assert!(matches!(cache.lookup("j", now()), Lookup::Miss(None)));
-        let connections = cache.claim_enabling().expect("off");
-        cache.tracking_confirmed(connections, true);
+        cache.claim_enabling().expect("off, at once").finish(true);
         assert_eq!(
             hit(&cache, "j"),
             None,
@@ -462,10 +547,26 @@ mod tests {
     }
 
     #[test]
+    fn records_are_served_for_a_bounded_time_only() {
+        let cache = Arc::new(LocalCache {
+            max_age: Duration::from_millis(50),
+            ..LocalCache::new(10)
+        });
+        cache.claim_enabling().expect("off").finish(true);
+        cache.fill("k", ticket(&cache, "k"), &record(1));
+        assert_eq!(hit(&cache, "k"), Some(1));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            hit(&cache, "k"),
+            None,
+            "read again once it is older than max_age"
+        );
+    }
+
+    #[test]
     fn the_cache_stays_within_its_capacity() {
-        let cache = LocalCache::new(1);
-        let connections = cache.claim_enabling().expect("off");
-        cache.tracking_confirmed(connections, true);
+        let cache = Arc::new(LocalCache::new(1));
+        cache.claim_enabling().expect("off").finish(true);
         for i in 0..10_000 {
             let key = format!("key{i:x}");
             cache.fill(&key, ticket(&cache, &key), &record(1));

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -78,17 +77,8 @@ pub struct RedisStore {
     clock: SharedClock,
     timeout: Duration,
     target: Arc<str>,
-    /// The local cache, if the store was connected with one, and the prefix epoch this clone's
-    /// keys belong to (see [`RedisStore::with_prefix`]).
-    cache: Option<(Arc<Cached>, u64)>,
-}
-
-/// A local cache and the prefix its tracking follows.
-struct Cached {
-    cache: LocalCache,
-    /// Moved on by every `with_prefix` of a cached store: only clones of the latest epoch use
-    /// the cache, because tracking follows only their prefix.
-    epoch: std::sync::atomic::AtomicU64,
+    /// The local cache, if the store was connected with one.
+    cache: Option<Arc<LocalCache>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -125,50 +115,72 @@ impl RedisStore {
         Self::connect_single(url, None).await
     }
 
-    /// Connects like [`connect`](RedisStore::connect), with a local cache of up to about
-    /// `capacity` records that Redis keeps fresh (server-assisted client-side caching).
+    /// Connects like [`connect`](RedisStore::connect), with keys under `prefix` (see
+    /// [`with_prefix`](RedisStore::with_prefix)) and a local cache of up to about `capacity`
+    /// records that Redis keeps fresh (server-assisted client-side caching).
     ///
     /// A session this process has read is then loaded without a round trip until it changes:
     /// a request that only reads its session costs no Redis I/O at all. The store asks Redis
-    /// to report every change made under its prefix (`CLIENT TRACKING ON BCAST PREFIX <prefix>
-    /// NOLOOP`, over RESP3) and forgets those keys, and forgets every key it writes itself.
+    /// to report every change made under `prefix` (`CLIENT TRACKING ON BCAST PREFIX <prefix>
+    /// NOLOOP`, over RESP3) and forgets those keys, and forgets every key it writes itself,
+    /// even when the write fails, times out or is cancelled.
     ///
     /// Writes are not cheaper: Redis 7.0 reports a script's writes back even to the connection
     /// that ran it (`NOLOOP` does not cover scripts), so the request after a write reads the
     /// session from Redis again, and a read-modify-write costs two round trips as without the
-    /// cache.
+    /// cache (and measured slightly slower than without it: docs/BENCHMARKS.md).
     ///
     /// The price is a short staleness window: a change made through another connection (another
     /// server, the CLI, "log out everywhere" run elsewhere) reaches this cache with Redis's
     /// next push, so a request arriving in between still sees the old record. On a local
     /// network that is well under a millisecond. Writes never go stale: the compare-and-set
     /// runs in Redis, and a failed one makes the store forget the key and read Redis again.
-    /// If the connection is lost, the cache empties itself and serves nothing until tracking
-    /// is on again.
+    /// The cache empties itself, and serves nothing until tracking is on again, when the
+    /// connection is lost or an operation times out or fails on I/O (the connection may be
+    /// gone); and it serves no record read more than 5 seconds ago, which bounds staleness if
+    /// the connection dies without a sign while every request is a hit.
     ///
     /// Every server in the deployment pays for broadcast tracking: each receives one push per
-    /// session write. Single server only (not [`connect_cluster`]); see the crate docs for
-    /// measured figures.
+    /// session write. Single server only (not [`connect_cluster`]).
     ///
     /// [`connect_cluster`]: RedisStore::connect_cluster
     ///
     /// # Errors
     ///
-    /// As [`connect`](RedisStore::connect), and [`Error::Backend`] if the server refuses RESP3
-    /// or tracking (Redis before 6.0).
-    pub async fn connect_with_local_cache(url: &str, capacity: usize) -> Result<Self, Error> {
-        let cached = Arc::new(Cached {
-            cache: LocalCache::new(capacity),
-            epoch: std::sync::atomic::AtomicU64::new(0),
-        });
-        let store = Self::connect_single(url, Some(Arc::clone(&cached))).await?;
-        // On now, so that the first requests are served from the cache; and a server that
-        // cannot track fails here, not silently later.
-        store.bounded(store.enable_tracking()).await?;
-        Ok(store)
+    /// As [`connect`](RedisStore::connect) and [`with_prefix`](RedisStore::with_prefix), and
+    /// [`Error::Backend`] holding a [`ConnectError`] if the server refuses RESP3 or
+    /// `CLIENT TRACKING` (Redis before 6.0, or a proxy or ACL that forbids it).
+    pub async fn connect_with_local_cache(
+        url: &str,
+        prefix: &str,
+        capacity: usize,
+    ) -> Result<Self, Error> {
+        let prefix = validate_prefix(prefix).map_err(Error::backend)?;
+        let cache = Arc::new(LocalCache::new(capacity));
+        let mut store = Self::connect_single(url, Some(Arc::clone(&cache))).await?;
+        store.keys = Arc::new(Keys::new(prefix));
+        // On now, so that the first requests are served from the cache, and so that a server
+        // that cannot track fails here, not silently later.
+        let attempt = cache
+            .claim_enabling()
+            .expect("a new cache is not tracking yet");
+        let tracked = tokio::time::timeout(DEFAULT_TIMEOUT, store.track()).await;
+        let refused = match tracked {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(ConnectError::redis(store.target.to_string(), error)),
+            Err(_) => Some(ConnectError::timed_out(
+                store.target.to_string(),
+                DEFAULT_TIMEOUT,
+            )),
+        };
+        attempt.finish(refused.is_none());
+        match refused {
+            None => Ok(store),
+            Some(error) => Err(Error::backend(error)),
+        }
     }
 
-    async fn connect_single(url: &str, cache: Option<Arc<Cached>>) -> Result<Self, Error> {
+    async fn connect_single(url: &str, cache: Option<Arc<LocalCache>>) -> Result<Self, Error> {
         let target = redact_url(url);
         let failed = |source| Error::backend(ConnectError::redis(target.clone(), source));
         let mut info = url.into_connection_info().map_err(failed)?;
@@ -181,16 +193,16 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_millis(200));
-        if let Some(cached) = &cache {
+        if let Some(cache) = &cache {
             // Invalidations arrive as RESP3 pushes on the connection that asked for them.
             let settings = info
                 .redis_settings()
                 .clone()
                 .set_protocol(ProtocolVersion::RESP3);
             info = info.set_redis_settings(settings);
-            let cached = Arc::clone(cached);
+            let cache = Arc::clone(cache);
             config = config.set_push_sender(move |push: PushInfo| {
-                cached.cache.on_push(&push);
+                cache.on_push(&push);
                 Ok::<(), std::convert::Infallible>(())
             });
         }
@@ -206,7 +218,7 @@ impl RedisStore {
             }
         };
         let mut store = Self::build(Conn::Single(manager), target);
-        store.cache = cache.map(|cached| (cached, 0));
+        store.cache = cache;
         Ok(store)
     }
 
@@ -270,65 +282,22 @@ impl RedisStore {
     /// [`Error::Backend`] holding an [`InvalidPrefix`](crate::InvalidPrefix) unless the prefix
     /// is 1 to 64 visible ASCII characters without `{` or `}`.
     ///
-    /// On a store with a [local cache](RedisStore::connect_with_local_cache), tracking moves to
-    /// the new prefix (the cache empties, and the next operation turns tracking on again), and
-    /// clones made before this call, under the old prefix, no longer use the cache.
+    /// A store with a [local cache](RedisStore::connect_with_local_cache) keeps the prefix it
+    /// connected with, because Redis tracks changes under that prefix: giving it another one
+    /// is an error (pass the prefix to `connect_with_local_cache` instead).
     pub fn with_prefix(self, prefix: &str) -> Result<Self, Error> {
         let prefix = validate_prefix(prefix).map_err(Error::backend)?;
-        let cache = self.cache.clone().map(|(cached, _)| {
-            let epoch = cached.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-            cached.cache.lose();
-            (cached, epoch)
-        });
+        if self.cache.is_some() && prefix != self.keys.prefix() {
+            return Err(Error::backend(std::io::Error::other(format!(
+                "this RedisStore's local cache tracks changes under the prefix {:?} it connected \
+                 with; pass {prefix:?} to RedisStore::connect_with_local_cache instead",
+                self.keys.prefix()
+            ))));
+        }
         Ok(Self {
             keys: Arc::new(Keys::new(prefix)),
-            cache,
             ..self
         })
-    }
-
-    /// How the [local cache](RedisStore::connect_with_local_cache) has been used, or `None`
-    /// for a store without one.
-    pub fn local_cache_stats(&self) -> Option<CacheStats> {
-        self.cache.as_ref().map(|(cached, _)| cached.cache.stats())
-    }
-
-    /// The local cache, if this clone may use it now.
-    fn cache(&self) -> Option<&LocalCache> {
-        let (cached, epoch) = self.cache.as_ref()?;
-        (cached.epoch.load(Ordering::Acquire) == *epoch).then_some(&cached.cache)
-    }
-
-    /// Turns tracking on if the cache needs it (after connecting, a lost connection or a new
-    /// prefix): one operation does it while the others go on without the cache.
-    async fn track_if_needed(&self) {
-        if self.cache().is_some_and(LocalCache::needs_tracking) {
-            // A failure leaves tracking off; the operation goes on and reports its own errors.
-            let _ = self.bounded(self.enable_tracking()).await;
-        }
-    }
-
-    async fn enable_tracking(&self) -> Result<(), Error> {
-        let Some(cache) = self.cache() else {
-            return Ok(());
-        };
-        let Some(connections) = cache.claim_enabling() else {
-            return Ok(());
-        };
-        let mut conn = self.conn.clone();
-        // Off first: a connection that tracks already (a new prefix) cannot change its options.
-        let reply: Result<((), ()), RedisError> = redis::pipe()
-            .cmd("CLIENT")
-            .arg("TRACKING")
-            .arg("OFF")
-            .cmd("CLIENT")
-            .arg(&["TRACKING", "ON", "BCAST", "PREFIX"][..])
-            .arg(self.keys.prefix())
-            .arg("NOLOOP")
-            .query_async(&mut conn)
-            .await;
-        cache.tracking_confirmed(connections, reply.is_ok());
-        reply.map(drop).map_err(|e| self.failed(e))
     }
 
     /// Sets the clock that decides when sessions end (default: the system clock). Give the
@@ -362,14 +331,67 @@ impl RedisStore {
         self.keys.prefix()
     }
 
+    /// How the [local cache](RedisStore::connect_with_local_cache) has been used, or `None`
+    /// for a store without one.
+    pub fn local_cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(|cache| cache.stats())
+    }
+
+    fn cache(&self) -> Option<&LocalCache> {
+        self.cache.as_deref()
+    }
+
+    /// Turns tracking on in the background if the cache needs it (after a lost connection or
+    /// a failed operation): operations never wait for it, and go on without the cache
+    /// meanwhile.
+    fn track_if_needed(&self) {
+        let Some(attempt) = self.cache.as_ref().and_then(LocalCache::claim_enabling) else {
+            return;
+        };
+        let store = self.clone();
+        tokio::spawn(async move {
+            let tracked = store.bounded(async { store.track().await.map_err(|e| store.failed(e)) });
+            attempt.finish(tracked.await.is_ok());
+        });
+    }
+
+    /// `CLIENT TRACKING ON BCAST PREFIX <prefix> NOLOOP`, after `OFF`: an operation that timed
+    /// out may have left tracking on (with this prefix) on a connection that still lives, and
+    /// Redis refuses to track the same prefix twice.
+    async fn track(&self) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        let ((), ()) = redis::pipe()
+            .cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("OFF")
+            .cmd("CLIENT")
+            .arg(&["TRACKING", "ON", "BCAST", "PREFIX"][..])
+            .arg(self.keys.prefix())
+            .arg("NOLOOP")
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Runs one store operation within the timeout.
     async fn bounded<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         tokio::time::timeout(self.timeout, work)
             .await
-            .unwrap_or(Err(Error::Timeout(self.timeout)))
+            .unwrap_or_else(|_| {
+                // The connection may be dead without a sign: stop trusting its pushes.
+                if let Some(cache) = self.cache() {
+                    cache.lose();
+                }
+                Err(Error::Timeout(self.timeout))
+            })
     }
 
     fn failed(&self, error: RedisError) -> Error {
+        if let Some(cache) = self.cache()
+            && (error.is_io_error() || error.is_connection_dropped() || error.is_timeout())
+        {
+            cache.lose();
+        }
         if error.is_timeout() {
             Error::Timeout(self.timeout)
         } else {
@@ -378,18 +400,16 @@ impl RedisStore {
     }
 
     /// Runs a script that may write `keys`, and makes the local cache forget them, whatever
-    /// the outcome.
+    /// the outcome, even if this future is dropped before the reply.
     async fn script(&self, script: &Script, keys: &[&str], args: &[&[u8]]) -> Result<Reply, Error> {
-        let reply = self.run_script(script, keys, args).await;
-        if let Some(cache) = self.cache() {
-            for key in keys {
-                cache.forget(key);
-            }
-        }
-        reply
+        let _forget = Forget {
+            cache: self.cache(),
+            keys,
+        };
+        self.run_script(script, keys, args).await
     }
 
-    /// Runs a script, leaving the local cache to the caller.
+    /// Runs a script that writes no key the local cache may hold.
     async fn run_script(
         &self,
         script: &Script,
@@ -508,7 +528,7 @@ impl RedisStore {
         now: Timestamp,
     ) -> Result<(), Error> {
         let reply = self
-            .script(
+            .run_script(
                 &scripts::INDEX,
                 &[&self.keys.owner(owner)],
                 &[
@@ -541,6 +561,23 @@ impl RedisStore {
     fn follow(at: Locator, tag: &[u8]) -> Option<Locator> {
         let tag = Tag::parse(tag)?;
         at.is_home().then_some(Locator { tag, key: at.key })
+    }
+}
+
+/// Makes the local cache forget keys a script may have written, when dropped: after the
+/// reply, or when the operation is cancelled or times out, having possibly written.
+struct Forget<'a> {
+    cache: Option<&'a LocalCache>,
+    keys: &'a [&'a str],
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Some(cache) = self.cache {
+            for key in self.keys {
+                cache.forget(key);
+            }
+        }
     }
 }
 
@@ -737,13 +774,11 @@ impl Store for RedisStore {
         let key = self.keys.record(&at);
         let mut ticket = None;
         let now = self.clock.now();
-        if self.cache.is_some() {
-            self.track_if_needed().await;
-            if let Some(cache) = self.cache() {
-                match cache.lookup(&key, now) {
-                    Lookup::Hit(record) => return Ok(Some(record)),
-                    Lookup::Miss(miss) => ticket = miss,
-                }
+        if let Some(cache) = self.cache() {
+            self.track_if_needed();
+            match cache.lookup(&key, now) {
+                Lookup::Hit(record) => return Ok(Some(record)),
+                Lookup::Miss(miss) => ticket = miss,
             }
         }
         self.bounded(async {
@@ -769,19 +804,13 @@ impl Store for RedisStore {
         let Some(at) = Locator::from_token(token) else {
             return Err(Error::Gone);
         };
+        // Each script call makes the cache forget the key it wrote (or may have), rather than
+        // refresh it: Redis 7.0 reports a script's writes back to the connection that ran it
+        // despite NOLOOP, so a refreshed entry would only be dropped again.
         let key = self.keys.record(&at);
-        let written = self.bounded(self.write(at, &key, record)).await;
-        if let Some(cache) = self.cache() {
-            // Forgotten, not refreshed: Redis 7.0 reports a script's writes back to the
-            // connection that ran it despite NOLOOP, so a refreshed entry would only be
-            // dropped again, at the cost of a copy of the record. Also forgotten after a
-            // failure: changed, gone or unknown (a timeout may have written).
-            cache.forget(&key);
-            if let Ok(Some(moved)) = &written {
-                cache.forget(moved);
-            }
-        }
-        written.map(|_| None)
+        self.bounded(self.write(at, &key, record))
+            .await
+            .map(|()| None)
     }
 
     async fn touch(&self, token: &Token, expires_at: Timestamp) -> Result<Option<Token>, Error> {
@@ -966,13 +995,8 @@ impl Store for RedisStore {
 
 impl RedisStore {
     /// `update`'s compare-and-set of `record` at `at` (whose key is `key`), following the
-    /// session if it moved. Returns the key it wrote if that is not `key`.
-    async fn write(
-        &self,
-        mut at: Locator,
-        key: &str,
-        record: &Record,
-    ) -> Result<Option<String>, Error> {
+    /// session if it moved.
+    async fn write(&self, mut at: Locator, key: &str, record: &Record) -> Result<(), Error> {
         let now = self.clock.now().as_unix_millis().to_string();
         // The stored bytes keep the caller's version; the `v` field holds the new one.
         let bytes = codec::encode(record)?;
@@ -984,7 +1008,7 @@ impl RedisStore {
         let mut moved: Option<String> = None;
         for _ in 0..ROUNDS {
             let reply = self
-                .run_script(
+                .script(
                     &scripts::UPDATE,
                     &[moved.as_deref().unwrap_or(key)],
                     &[
@@ -1001,7 +1025,7 @@ impl RedisStore {
                 )
                 .await?;
             match reply {
-                Reply::Ok(_) => return Ok(moved),
+                Reply::Ok(_) => return Ok(()),
                 Reply::Gone => return Err(Error::Gone),
                 Reply::Changed => {
                     return Err(Error::Changed {
@@ -1149,7 +1173,7 @@ impl OwnerIndex for RedisStore {
 #[cfg(test)]
 mod tests {
     use redis::Value;
-    use satchel_core::{Expiry, Record, SessionId, Store};
+    use satchel_core::{Expiry, OwnerIndex, Record, SessionId, Store};
 
     use super::{RedisStore, parse_hmget};
 
@@ -1169,12 +1193,10 @@ mod tests {
             satchel_core::Clock::now(&satchel_core::SystemClock).as_unix_millis() / 1000,
             fastrand::u32(..)
         );
-        let store = RedisStore::connect_with_local_cache(&url, 100)
+        let store = RedisStore::connect_with_local_cache(&url, &prefix, 100)
             .await
-            .expect("connect")
-            .with_prefix(&prefix)
-            .expect("a valid prefix");
-        let cached = &store.cache.as_ref().expect("a cache").0.cache;
+            .expect("connect");
+        let cached = store.cache.as_deref().expect("a cache");
         cached
             .deaf
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1202,6 +1224,32 @@ mod tests {
         assert_eq!(touched.expires_at, later);
         store.delete(&token).await.expect("delete");
         assert_eq!(store.load(&token).await.expect("load"), None);
+
+        // A moved session: the old token must not load from the cache.
+        let owned = Record::new(now, Expiry::idle(std::time::Duration::from_secs(60)))
+            .with_owner(Some("deaf".to_owned()));
+        let token = store
+            .create(&SessionId::generate().expect("an id"), &owned)
+            .await
+            .expect("create");
+        store.load(&token).await.expect("load").expect("live");
+        store.load(&token).await.expect("load").expect("cached");
+        let moved = store
+            .change_id(&token, &SessionId::generate().expect("an id"))
+            .await
+            .expect("change_id");
+        assert_eq!(store.load(&token).await.expect("load"), None);
+        store.load(&moved).await.expect("load").expect("live");
+        store.load(&moved).await.expect("load").expect("cached");
+        // Ended by owner: the new token must not load from the cache either.
+        assert_eq!(
+            store
+                .delete_by_owner("deaf")
+                .await
+                .expect("delete_by_owner"),
+            1
+        );
+        assert_eq!(store.load(&moved).await.expect("load"), None);
     }
 
     fn bulk(text: &str) -> Value {

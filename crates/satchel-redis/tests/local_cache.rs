@@ -72,6 +72,26 @@ async fn load_until(
     }
 }
 
+/// Loads `token` until a load is answered from the cache, and returns that record. Redis's
+/// report of the write that created the session may land while the first load is in flight
+/// and keep its reply out of the cache, so the first hit can take a second read.
+async fn until_cached(store: &RedisStore, token: &Token) -> Record {
+    let start = Instant::now();
+    loop {
+        let hits = stats(store).hits;
+        let found = store.load(token).await.expect("load").expect("live");
+        if stats(store).hits > hits {
+            return found;
+        }
+        assert!(
+            start.elapsed() < PUSH_WITHIN,
+            "never served from the cache: {:?}",
+            stats(store)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn reads_are_served_without_a_round_trip_until_a_write() {
     let Some((cached, plain, clock)) = pair().await else {
@@ -87,8 +107,7 @@ async fn reads_are_served_without_a_round_trip_until_a_write() {
         before.misses + 1,
         "the first load reads Redis"
     );
-    let second = cached.load(&token).await.expect("load").expect("live");
-    assert_eq!(stats(&cached).hits, before.hits + 1, "the second does not");
+    let second = until_cached(&cached, &token).await;
     assert_eq!(first, second);
 
     let mut next = second.clone();
@@ -154,9 +173,7 @@ async fn changes_through_other_connections_reach_the_cache() {
     assert!(stats(&cached).invalidations >= 1);
 
     // The cache holds the fresh record again, until the next change elsewhere.
-    let hits = stats(&cached).hits;
-    cached.load(&token).await.expect("load");
-    assert_eq!(stats(&cached).hits, hits + 1);
+    assert_eq!(n(&until_cached(&cached, &token).await), Some(2));
     plain.delete(&token).await.expect("delete elsewhere");
     load_until(&cached, &token, "a delete elsewhere", Option::is_none).await;
 }
@@ -187,33 +204,61 @@ async fn a_failed_compare_and_set_makes_the_next_load_read_redis() {
 }
 
 #[tokio::test]
-async fn clones_under_an_older_prefix_stop_using_the_cache() {
-    let Some((cached, plain, clock)) = pair().await else {
+async fn a_cached_store_keeps_the_prefix_redis_tracks() {
+    let Some((cached, _, _)) = pair().await else {
         return;
     };
-    let token = created(&plain, &clock, 1).await;
-    let moved = cached
-        .clone()
-        .with_prefix(&common::unique_prefix())
-        .expect("a valid prefix");
-    let before = stats(&cached);
-    // The old prefix is no longer tracked: the old clone must read Redis every time.
-    cached.load(&token).await.expect("load").expect("live");
-    cached.load(&token).await.expect("load").expect("live");
-    assert_eq!(stats(&cached).hits, before.hits);
-    assert_eq!(stats(&cached).misses, before.misses);
+    let same = cached.prefix().to_owned();
+    assert!(cached.clone().with_prefix(&same).is_ok());
+    let error = cached
+        .with_prefix("elsewhere:")
+        .expect_err("tracking follows the prefix the store connected with");
+    assert!(
+        error.to_string().contains("connect_with_local_cache"),
+        "{error}"
+    );
+}
 
-    // The new prefix is tracked: changes there through another connection arrive.
-    let other = plain.with_prefix(moved.prefix()).expect("the same prefix");
-    let token = created(&other, &clock, 1).await;
-    let loaded = moved.load(&token).await.expect("load").expect("live");
-    let mut next = loaded.clone();
-    next.data.insert("n".into(), json!(5));
-    other.update(&token, &next).await.expect("update elsewhere");
-    load_until(&moved, &token, "an update under the new prefix", |found| {
-        found.as_ref().and_then(n) == Some(5)
-    })
-    .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_stops_the_cache_serving() {
+    let Some(redis) = common::PrivateRedis::start() else {
+        return;
+    };
+    let clock = satchel_conformance::test_clock();
+    let cached = connect_cached(&redis.url())
+        .await
+        .with_clock(clock.clone())
+        .with_timeout(Duration::from_millis(300));
+    let token = created(&cached, &clock, 1).await;
+    until_cached(&cached, &token).await;
+    let other = created(&cached, &clock, 7).await;
+    let loaded = cached.load(&other).await.expect("load").expect("live");
+
+    // Frozen, Redis sends no pushes and no sign of trouble; the first operation that needs it
+    // times out, and from then on the cache must not vouch for any session, not only the one
+    // that operation wrote.
+    redis.signal("STOP");
+    let error = cached.update(&other, &loaded).await.expect_err("frozen");
+    assert!(error.is_unavailable(), "{error:?}");
+    let error = cached
+        .load(&token)
+        .await
+        .expect_err("a cached record must not be served past a timeout");
+    assert!(error.is_unavailable(), "{error:?}");
+    redis.signal("CONT");
+
+    let start = Instant::now();
+    let found = loop {
+        match cached.load(&token).await {
+            Ok(found) => break found,
+            Err(error) => {
+                assert!(error.is_unavailable(), "{error:?}");
+                assert!(start.elapsed() < PUSH_WITHIN, "Redis did not come back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(found.and_then(|record| n(&record)), Some(1), "nothing lost");
 }
 
 /// Waits until the cache has emptied itself `resets` times in all.
@@ -261,20 +306,7 @@ async fn a_lost_connection_or_a_flush_empties_the_cache() {
 
     // Tracking comes back on the new connection, and the cache with it.
     let token = created(&cached, &clock, 2).await;
-    let start = Instant::now();
-    loop {
-        let hits = stats(&cached).hits;
-        cached.load(&token).await.expect("load").expect("live");
-        if stats(&cached).hits > hits {
-            break;
-        }
-        assert!(
-            start.elapsed() < PUSH_WITHIN,
-            "the cache did not come back: {:?}",
-            stats(&cached)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_cached(&cached, &token).await;
 
     // FLUSHDB from another connection empties it too.
     let resets = stats(&cached).resets;
@@ -291,7 +323,7 @@ async fn a_lost_connection_or_a_flush_empties_the_cache() {
 async fn connect_cached(url: &str) -> RedisStore {
     let start = Instant::now();
     loop {
-        match RedisStore::connect_with_local_cache(url, 100).await {
+        match RedisStore::connect_with_local_cache(url, "satchel-test:cache:", 100).await {
             Ok(store) => return store,
             Err(error) => {
                 assert!(start.elapsed() < PUSH_WITHIN, "{error}");

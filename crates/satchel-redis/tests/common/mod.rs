@@ -89,11 +89,9 @@ pub async fn cached_store(clock: ManualClock) -> Option<RedisStore> {
     let url = single_url()?;
     sweep_once(std::slice::from_ref(&url)).await;
     Some(
-        RedisStore::connect_with_local_cache(&url, 10_000)
+        RedisStore::connect_with_local_cache(&url, &unique_prefix(), 10_000)
             .await
             .expect("connect to SATCHEL_TEST_REDIS_URL")
-            .with_prefix(&unique_prefix())
-            .expect("a valid prefix")
             .with_clock(clock),
     )
 }
