@@ -7,9 +7,10 @@
 //!   every key under the tracked prefix that another connection changes, deletes or lets
 //!   expire. The push handler forgets those keys.
 //! - **This process's writes.** The store forgets every key a script of its may have written,
-//!   when the reply comes or when the call fails, times out or is dropped. (`NOLOOP` is meant to spare the connection pushes
-//!   about its own writes, but Redis 7.0 credits a script's writes to the script, not to the
-//!   connection that ran it, so they come back as pushes too: harmless.)
+//!   when the reply comes or when the call fails, times out or is dropped. (`NOLOOP` is meant
+//!   to spare the connection pushes about its own writes, but Redis 7.0 credits a script's
+//!   writes to the script, not to the connection that ran it, so they come back as pushes
+//!   too: harmless.)
 //! - **Races.** A read's reply and the push about a later change of the same key (or this
 //!   process's own write of it) can be handled in either order. So a read first takes a
 //!   [`Ticket`]: the generation of the key's shard. Forgetting a key moves its shard's
@@ -27,7 +28,7 @@
 //! failed comparison forgets the key so the retry reads Redis.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,12 +47,8 @@ pub(crate) const MAX_AGE: Duration = Duration::from_secs(5);
 /// How long after a failed attempt to turn tracking on the next may start.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 
-/// Tracking is on: the cache may be used.
-const TRACKING: u8 = 0;
-/// The connection was lost (or tracking never confirmed): the next load turns it on.
-const LOST: u8 = 1;
-/// An operation is turning tracking on.
-const ENABLING: u8 = 2;
+/// The bit of [`LocalCache::state`] that says tracking is on; the bits above it count losses.
+const TRACKING: u64 = 1;
 
 /// How the cache has been used since the store connected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,6 +71,8 @@ pub struct CacheStats {
 pub(crate) struct Ticket {
     shard: usize,
     generation: u64,
+    /// When the read was about to be sent: a filled record's age counts from here.
+    taken: Instant,
 }
 
 /// What a look-up found.
@@ -93,7 +92,7 @@ struct Shard {
 
 struct Entry {
     record: Record,
-    /// When the record was read from Redis.
+    /// When the read that found the record was sent.
     read_at: Instant,
 }
 
@@ -130,10 +129,12 @@ impl std::hash::Hasher for TailHasher {
 pub(crate) struct LocalCache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
-    state: AtomicU8,
-    /// Moved on by every lost connection, so that tracking confirmed on a connection that has
-    /// since been lost does not count.
-    connections: AtomicU64,
+    /// The number of losses (lost connections, failed operations) shifted left by one, and
+    /// [`TRACKING`] when tracking is on. One word, so that turning tracking on succeeds only
+    /// if nothing was lost since the attempt began.
+    state: AtomicU64,
+    /// An attempt to turn tracking on is running; at most one at a time.
+    enabling: AtomicBool,
     /// How long a record is served after it was read ([`MAX_AGE`]).
     max_age: Duration,
     /// No attempt to turn tracking on starts before this (after a failed one).
@@ -155,8 +156,8 @@ impl LocalCache {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
-            state: AtomicU8::new(LOST),
-            connections: AtomicU64::new(0),
+            state: AtomicU64::new(0),
+            enabling: AtomicBool::new(false),
             max_age: MAX_AGE,
             not_before: Mutex::new(None),
             hits: AtomicU64::new(0),
@@ -178,7 +179,7 @@ impl LocalCache {
     }
 
     fn tracking(&self) -> bool {
-        self.state.load(Ordering::Acquire) == TRACKING
+        self.state.load(Ordering::Acquire) & TRACKING != 0
     }
 
     fn index(key: &str) -> usize {
@@ -224,6 +225,7 @@ impl LocalCache {
                 let ticket = Ticket {
                     shard: index,
                     generation: shard.generation,
+                    taken: Instant::now(),
                 };
                 drop(shard);
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -239,7 +241,7 @@ impl LocalCache {
         if shard.generation == ticket.generation && self.tracking() {
             let entry = Entry {
                 record: record.clone(),
-                read_at: Instant::now(),
+                read_at: ticket.taken,
             };
             self.insert(&mut shard, key, entry);
         }
@@ -305,18 +307,34 @@ impl LocalCache {
     /// Tracking may be gone (the connection was lost, or an operation timed out or failed on
     /// I/O and may have lost it): empty the cache and stop using it until tracking is on again.
     pub(crate) fn lose(&self) {
-        // Off first, then move the connection count on: an attempt to turn tracking on for the
-        // lost connection sees the count moved and leaves it off.
-        self.state.store(LOST, Ordering::Release);
-        self.connections.fetch_add(1, Ordering::AcqRel);
+        // Off, and one more loss: a running attempt to turn tracking on can no longer succeed.
+        let before = self.next_loss();
+        if before & TRACKING == 0 {
+            // Off already, and nothing is filled while off: the shards are empty.
+            return;
+        }
         self.clear();
+        // Another loss once the shards are empty: an attempt claimed while they were being
+        // emptied cannot turn tracking on over shards not yet emptied.
+        self.next_loss();
+    }
+
+    /// Counts a loss and turns tracking off; returns the state before.
+    fn next_loss(&self) -> u64 {
+        let next = |state: u64| Some(((state >> 1) + 1) << 1);
+        match self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, next)
+        {
+            Ok(before) | Err(before) => before,
+        }
     }
 
     /// Claims the job of turning tracking on, if it is off, no attempt is running and the last
     /// failed one was long enough ago. Finish the attempt with [`Attempt::finish`]; dropping it
     /// unfinished (cancelled, runtime gone) counts as a failure.
     pub(crate) fn claim_enabling(self: &Arc<Self>) -> Option<Attempt> {
-        if self.state.load(Ordering::Acquire) != LOST {
+        if self.tracking() {
             return None;
         }
         {
@@ -328,58 +346,64 @@ impl LocalCache {
                 return None;
             }
         }
-        let connections = self.connections.load(Ordering::Acquire);
-        self.state
-            .compare_exchange(LOST, ENABLING, Ordering::AcqRel, Ordering::Acquire)
+        self.enabling
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
+        let state = self.state.load(Ordering::Acquire);
+        if state & TRACKING != 0 {
+            // Another attempt finished in between.
+            self.enabling.store(false, Ordering::Release);
+            return None;
+        }
         Some(Attempt {
             cache: Arc::clone(self),
-            connections,
+            state,
             finished: false,
         })
     }
 
-    fn tracking_confirmed(&self, connections: u64, ok: bool) {
-        let next = if ok && self.connections.load(Ordering::Acquire) == connections {
-            TRACKING
+    fn end_attempt(&self, state: u64, ok: bool) {
+        if ok {
+            // On only if nothing was lost since the claim (the state is exactly as it was then);
+            // otherwise the next load tries again at once.
+            let _ = self.state.compare_exchange(
+                state,
+                state | TRACKING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         } else {
-            LOST
-        };
-        if !ok {
             *self
                 .not_before
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) =
                 Some(Instant::now() + RETRY_AFTER);
         }
-        // Only the claimant moves ENABLING on. A loss stores LOST before it moves the count,
-        // so a loss after the check above makes this exchange fail, or undoes it.
-        let _ = self
-            .state
-            .compare_exchange(ENABLING, next, Ordering::AcqRel, Ordering::Acquire);
+        self.enabling.store(false, Ordering::Release);
     }
 }
 
 /// A claimed attempt to turn tracking on.
 pub(crate) struct Attempt {
     cache: Arc<LocalCache>,
-    connections: u64,
+    /// The state when the attempt was claimed (tracking off).
+    state: u64,
     finished: bool,
 }
 
 impl Attempt {
-    /// Ends the attempt: tracking is on if Redis said so (`ok`) and no connection was lost
-    /// since the attempt was claimed.
+    /// Ends the attempt: tracking is on if Redis said so (`ok`) and nothing was lost since the
+    /// attempt was claimed.
     pub(crate) fn finish(mut self, ok: bool) {
         self.finished = true;
-        self.cache.tracking_confirmed(self.connections, ok);
+        self.cache.end_attempt(self.state, ok);
     }
 }
 
 impl Drop for Attempt {
     fn drop(&mut self) {
         if !self.finished {
-            self.cache.tracking_confirmed(self.connections, false);
+            self.cache.end_attempt(self.state, false);
         }
     }
 }
@@ -461,6 +485,28 @@ mod tests {
     }
 
     #[test]
+    fn a_loss_during_an_attempt_keeps_tracking_off_and_allows_no_second_attempt() {
+        let cache = tracking_cache();
+        cache.lose();
+        let attempt = cache.claim_enabling().expect("off");
+        cache.lose();
+        assert!(
+            cache.claim_enabling().is_none(),
+            "one attempt at a time, even across a loss"
+        );
+        attempt.finish(true);
+        assert!(matches!(cache.lookup("k", now()), Lookup::Miss(None)));
+        // The loss came after the attempt began, so the next load may try again at once.
+        cache.claim_enabling().expect("off, at once").finish(true);
+        assert!(matches!(cache.lookup("k", now()), Lookup::Miss(Some(_))));
+        // A loss while off empties nothing more.
+        let resets = cache.stats().resets;
+        cache.lose();
+        cache.lose();
+        assert_eq!(cache.stats().resets, resets + 1);
+    }
+
+    #[test]
     fn an_invalidation_during_a_read_keeps_its_reply_out() {
         let cache = tracking_cache();
         let t = ticket(&cache, "k");
@@ -523,7 +569,8 @@ mod tests {
             None,
             "nothing from before the loss came back"
         );
-        assert_eq!(cache.stats().resets, 2);
+        // The second loss found the cache off and empty already.
+        assert_eq!(cache.stats().resets, 1);
     }
 
     #[test]

@@ -136,9 +136,11 @@ impl RedisStore {
     /// network that is well under a millisecond. Writes never go stale: the compare-and-set
     /// runs in Redis, and a failed one makes the store forget the key and read Redis again.
     /// The cache empties itself, and serves nothing until tracking is on again, when the
-    /// connection is lost or an operation times out or fails on I/O (the connection may be
-    /// gone); and it serves no record read more than 5 seconds ago, which bounds staleness if
-    /// the connection dies without a sign while every request is a hit.
+    /// connection is lost or any operation times out or fails on I/O (the connection may be
+    /// gone; so a store whose operations often exceed [`with_timeout`](RedisStore::with_timeout)
+    /// gains little from the cache); and it serves no record more than 5 seconds after the
+    /// read that found it was sent, which bounds staleness if the connection dies without a
+    /// sign while every request is a hit.
     ///
     /// Every server in the deployment pays for broadcast tracking: each receives one push per
     /// session write. Single server only (not [`connect_cluster`]).
@@ -149,22 +151,24 @@ impl RedisStore {
     ///
     /// As [`connect`](RedisStore::connect) and [`with_prefix`](RedisStore::with_prefix), and
     /// [`Error::Backend`] holding a [`ConnectError`] if the server refuses RESP3 or
-    /// `CLIENT TRACKING` (Redis before 6.0, or a proxy or ACL that forbids it).
+    /// `CLIENT TRACKING` (Redis before 6.0, or a proxy or ACL that forbids it), or does not
+    /// both connect and turn tracking on within 2 s.
     pub async fn connect_with_local_cache(
         url: &str,
         prefix: &str,
         capacity: usize,
     ) -> Result<Self, Error> {
         let prefix = validate_prefix(prefix).map_err(Error::backend)?;
+        let started = tokio::time::Instant::now();
         let cache = Arc::new(LocalCache::new(capacity));
         let mut store = Self::connect_single(url, Some(Arc::clone(&cache))).await?;
         store.keys = Arc::new(Keys::new(prefix));
         // On now, so that the first requests are served from the cache, and so that a server
-        // that cannot track fails here, not silently later.
+        // that cannot track fails here, not silently later; within the same 2 s as connecting.
         let attempt = cache
             .claim_enabling()
             .expect("a new cache is not tracking yet");
-        let tracked = tokio::time::timeout(DEFAULT_TIMEOUT, store.track()).await;
+        let tracked = tokio::time::timeout_at(started + DEFAULT_TIMEOUT, store.track()).await;
         let refused = match tracked {
             Ok(Ok(())) => None,
             Ok(Err(error)) => Some(ConnectError::redis(store.target.to_string(), error)),
@@ -279,12 +283,13 @@ impl RedisStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] holding an [`InvalidPrefix`](crate::InvalidPrefix) unless the prefix
-    /// is 1 to 64 visible ASCII characters without `{` or `}`.
-    ///
-    /// A store with a [local cache](RedisStore::connect_with_local_cache) keeps the prefix it
-    /// connected with, because Redis tracks changes under that prefix: giving it another one
-    /// is an error (pass the prefix to `connect_with_local_cache` instead).
+    /// - [`Error::Backend`] holding an [`InvalidPrefix`](crate::InvalidPrefix) unless the
+    ///   prefix is 1 to 64 visible ASCII characters without `{` or `}`.
+    /// - [`Error::Backend`] holding an [`std::io::Error`] (whose message names
+    ///   `connect_with_local_cache`) if the store has a
+    ///   [local cache](RedisStore::connect_with_local_cache) and `prefix` is not the one it
+    ///   connected with: Redis tracks changes under that prefix only. Pass the prefix to
+    ///   `connect_with_local_cache` instead.
     pub fn with_prefix(self, prefix: &str) -> Result<Self, Error> {
         let prefix = validate_prefix(prefix).map_err(Error::backend)?;
         if self.cache.is_some() && prefix != self.keys.prefix() {
