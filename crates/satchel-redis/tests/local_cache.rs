@@ -332,3 +332,52 @@ async fn connect_cached(url: &str) -> RedisStore {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_reloads_and_foreign_data_leave_the_cache_alone() {
+    let Some(redis) = common::PrivateRedis::start() else {
+        return;
+    };
+    let clock = satchel_conformance::test_clock();
+    let cached = connect_cached(&redis.url()).await.with_clock(clock.clone());
+    let mut raw = common::raw(&redis.url()).await;
+    let token = created(&cached, &clock, 1).await;
+    let other = created(&cached, &clock, 2).await;
+    until_cached(&cached, &token).await;
+    let resets = stats(&cached).resets;
+
+    // A server that lost its scripts answers NOSCRIPT: not a sign of a lost connection.
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw)
+        .await
+        .expect("SCRIPT FLUSH");
+    let loaded = cached.load(&other).await.expect("load").expect("live");
+    cached
+        .update(&other, &loaded)
+        .await
+        .expect("update after a flush");
+    // Foreign data under the prefix (WRONGTYPE) loads as missing, and is no such sign either.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("satchel-test:cache:*")
+        .query_async(&mut raw)
+        .await
+        .expect("KEYS");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in &keys {
+        let () = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut raw)
+            .await
+            .expect("DEL");
+        let () = redis::cmd("SET")
+            .arg(key)
+            .arg("not a hash")
+            .query_async(&mut raw)
+            .await
+            .expect("SET");
+    }
+    load_until(&cached, &token, "foreign data", Option::is_none).await;
+    assert_eq!(cached.load(&other).await.expect("load"), None);
+    assert_eq!(stats(&cached).resets, resets, "{:?}", stats(&cached));
+}
