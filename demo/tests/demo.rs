@@ -231,6 +231,12 @@ fn the_server_stores_work_through_satchel_store() {
             Err(_) => eprintln!("skipped the {scheme} demo test: set {variable} to run it"),
         }
     }
+    // Redis again, with the store's local cache.
+    if let Ok(url) = std::env::var("SATCHEL_TEST_REDIS_URL") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{separator}local_cache=1000");
+        login_survives_a_restart(Some(&url), "redis-cached");
+    }
 }
 
 #[test]

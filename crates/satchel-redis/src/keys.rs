@@ -18,8 +18,9 @@ use std::fmt;
 use satchel_core::{SessionId, StoreKey, Token};
 use sha2::{Digest, Sha256};
 
-/// The prefix every key starts with unless told otherwise.
-pub(crate) const DEFAULT_PREFIX: &str = "satchel:";
+/// The prefix every key starts with unless told otherwise
+/// ([`RedisStore::with_prefix`](crate::RedisStore::with_prefix)).
+pub const DEFAULT_PREFIX: &str = "satchel:";
 
 /// The longest prefix accepted.
 pub(crate) const MAX_PREFIX: usize = 64;

@@ -10,5 +10,5 @@ mod store;
 
 pub use cache::CacheStats;
 pub use error::ConnectError;
-pub use keys::InvalidPrefix;
+pub use keys::{DEFAULT_PREFIX, InvalidPrefix};
 pub use store::RedisStore;

@@ -127,9 +127,11 @@ const KNOWN: &str = "memory, file, sqlite, redb, postgres (postgresql), mysql (m
 /// | `redis+cluster://[user:password@]host:port,host:port,…` | `RedisStore` on a Redis Cluster (the credentials apply to every node) | `redis` |
 /// | `cookie://?mode=private`, `cookie://?mode=signed` | `CookieSessions`: sessions held in the cookie | `cookie` |
 ///
-/// Redis URLs take two parameters of Satchel's own, removed before the URL reaches the client:
-/// `prefix=` (the key prefix, default `satchel:`) and `timeout_ms=` (the per-operation
-/// timeout, default 2000). Redis stores have no `purge` (Redis expires records itself) and no
+/// Redis URLs take three parameters of Satchel's own, removed before the URL reaches the client:
+/// `prefix=` (the key prefix, default `satchel:`), `timeout_ms=` (the per-operation timeout,
+/// default 2000) and, on a single server, `local_cache=` (a number of records: connect with
+/// `RedisStore::connect_with_local_cache`, which serves sessions this process has read
+/// without a round trip). Redis stores have no `purge` (Redis expires records itself) and no
 /// `list`.
 ///
 /// Cookie URLs take `mode=` (`private`, the default, or `signed`), `key=` (the key in base64;
@@ -466,6 +468,7 @@ fn open_cookie(_: &str, _: &str, _: impl Clock) -> Result<OpenedStore, OpenError
 struct RedisParams {
     prefix: Option<String>,
     timeout: Option<std::time::Duration>,
+    local_cache: Option<usize>,
     rest: Vec<String>,
 }
 
@@ -485,6 +488,17 @@ fn redis_params(query: &str) -> Result<RedisParams, OpenError> {
                         problem: format!("{value:?} is not a positive number of milliseconds"),
                     })?;
                 params.timeout = Some(std::time::Duration::from_millis(ms));
+            }
+            ("local_cache", value) => {
+                let records = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&records| records > 0)
+                    .ok_or_else(|| OpenError::Parameter {
+                        name: "local_cache",
+                        problem: format!("{value:?} is not a positive number of records"),
+                    })?;
+                params.local_cache = Some(records);
             }
             _ => params.rest.push(pair.to_owned()),
         }
@@ -530,15 +544,35 @@ async fn open_redis(
                         .to_owned(),
             });
         }
+        if params.local_cache.is_some() {
+            return Err(OpenError::Parameter {
+                name: "local_cache",
+                problem: "the local cache works with a single Redis server, not a cluster"
+                    .to_owned(),
+            });
+        }
         let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
         satchel_redis::RedisStore::connect_cluster(&nodes)
             .await
             .map_err(failed)?
     } else {
         let url = format!("{}://{location}{query}", scheme.to_ascii_lowercase());
-        satchel_redis::RedisStore::connect(&url)
-            .await
-            .map_err(failed)?
+        match params.local_cache {
+            // The prefix is fixed when a cached store connects; `with_prefix` below then
+            // finds it unchanged.
+            Some(records) => {
+                let prefix = params
+                    .prefix
+                    .as_deref()
+                    .unwrap_or(satchel_redis::DEFAULT_PREFIX);
+                satchel_redis::RedisStore::connect_with_local_cache(&url, prefix, records)
+                    .await
+                    .map_err(failed)?
+            }
+            None => satchel_redis::RedisStore::connect(&url)
+                .await
+                .map_err(failed)?,
+        }
     };
     if let Some(prefix) = &params.prefix {
         store = store
@@ -588,12 +622,16 @@ mod tests {
 
     #[test]
     fn redis_parameters_are_taken_out_of_the_url() {
-        let params = redis_params("prefix=app:&timeout_ms=250&protocol=resp3").expect("valid");
+        let params = redis_params("prefix=app:&timeout_ms=250&protocol=resp3&local_cache=500")
+            .expect("valid");
         assert_eq!(params.prefix.as_deref(), Some("app:"));
         assert_eq!(params.timeout, Some(std::time::Duration::from_millis(250)));
+        assert_eq!(params.local_cache, Some(500));
         assert_eq!(params.rest, ["protocol=resp3"]);
         assert!(redis_params("timeout_ms=0").is_err());
         assert!(redis_params("timeout_ms=soon").is_err());
+        assert!(redis_params("local_cache=0").is_err());
+        assert!(redis_params("local_cache=many").is_err());
     }
 
     #[cfg(feature = "cookie")]
