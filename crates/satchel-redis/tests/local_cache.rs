@@ -221,14 +221,9 @@ async fn a_cached_store_keeps_the_prefix_redis_tracks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_server_stops_the_cache_serving() {
-    let Some(redis) = common::PrivateRedis::start() else {
+    let Some((redis, cached, clock)) = private_cached().await else {
         return;
     };
-    let clock = satchel_conformance::test_clock();
-    let cached = connect_cached(&redis.url())
-        .await
-        .with_clock(clock.clone())
-        .with_timeout(Duration::from_millis(300));
     let token = created(&cached, &clock, 1).await;
     until_cached(&cached, &token).await;
     let other = created(&cached, &clock, 7).await;
@@ -247,17 +242,7 @@ async fn a_frozen_server_stops_the_cache_serving() {
     assert!(error.is_unavailable(), "{error:?}");
     redis.signal("CONT");
 
-    let start = Instant::now();
-    let found = loop {
-        match cached.load(&token).await {
-            Ok(found) => break found,
-            Err(error) => {
-                assert!(error.is_unavailable(), "{error:?}");
-                assert!(start.elapsed() < PUSH_WITHIN, "Redis did not come back");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
+    let found = load_when_back(&cached, &token).await;
     assert_eq!(found.and_then(|record| n(&record)), Some(1), "nothing lost");
 }
 
@@ -276,14 +261,9 @@ async fn until_resets(store: &RedisStore, resets: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_or_a_flush_empties_the_cache() {
-    let Some(mut redis) = common::PrivateRedis::start() else {
+    let Some((mut redis, cached, clock)) = private_cached().await else {
         return;
     };
-    let clock = satchel_conformance::test_clock();
-    let cached = connect_cached(&redis.url())
-        .await
-        .with_clock(clock.clone())
-        .with_timeout(Duration::from_millis(400));
     let token = created(&cached, &clock, 1).await;
     cached.load(&token).await.expect("load").expect("live");
     let resets = stats(&cached).resets;
@@ -291,17 +271,7 @@ async fn a_lost_connection_or_a_flush_empties_the_cache() {
     // The server comes back empty: the cache must not answer for the record it lost.
     redis.restart();
     until_resets(&cached, resets + 1).await;
-    let start = Instant::now();
-    let found = loop {
-        match cached.load(&token).await {
-            Ok(found) => break found,
-            Err(error) => {
-                assert!(error.is_unavailable(), "{error:?}");
-                assert!(start.elapsed() < PUSH_WITHIN, "Redis did not come back");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let found = load_when_back(&cached, &token).await;
     assert_eq!(found, None);
 
     // Tracking comes back on the new connection, and the cache with it.
@@ -319,15 +289,38 @@ async fn a_lost_connection_or_a_flush_empties_the_cache() {
     assert_eq!(cached.load(&token).await.expect("load"), None);
 }
 
-/// Connects a cached store to a private server that was only just started.
-async fn connect_cached(url: &str) -> RedisStore {
+/// A private `redis-server` and a cached store on it (timeout 400 ms), or `None` (after one
+/// line) without `redis-server`.
+async fn private_cached() -> Option<(common::PrivateRedis, RedisStore, ManualClock)> {
+    let redis = common::PrivateRedis::start()?;
+    let clock = satchel_conformance::test_clock();
+    // The server was only just started: wait for it to listen.
     let start = Instant::now();
-    loop {
-        match RedisStore::connect_with_local_cache(url, "satchel-test:cache:", 100).await {
-            Ok(store) => return store,
+    let store = loop {
+        match RedisStore::connect_with_local_cache(&redis.url(), "satchel-test:cache:", 100).await {
+            Ok(store) => break store,
             Err(error) => {
                 assert!(start.elapsed() < PUSH_WITHIN, "{error}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let store = store
+        .with_clock(clock.clone())
+        .with_timeout(Duration::from_millis(400));
+    Some((redis, store, clock))
+}
+
+/// Loads `token` until Redis answers again (every failure meanwhile must be "unavailable").
+async fn load_when_back(store: &RedisStore, token: &Token) -> Option<Record> {
+    let start = Instant::now();
+    loop {
+        match store.load(token).await {
+            Ok(found) => return found,
+            Err(error) => {
+                assert!(error.is_unavailable(), "{error:?}");
+                assert!(start.elapsed() < PUSH_WITHIN, "Redis did not come back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }
@@ -335,11 +328,9 @@ async fn connect_cached(url: &str) -> RedisStore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_reloads_and_foreign_data_leave_the_cache_alone() {
-    let Some(redis) = common::PrivateRedis::start() else {
+    let Some((redis, cached, clock)) = private_cached().await else {
         return;
     };
-    let clock = satchel_conformance::test_clock();
-    let cached = connect_cached(&redis.url()).await.with_clock(clock.clone());
     let mut raw = common::raw(&redis.url()).await;
     let token = created(&cached, &clock, 1).await;
     let other = created(&cached, &clock, 2).await;

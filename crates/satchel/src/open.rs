@@ -479,31 +479,32 @@ fn redis_params(query: &str) -> Result<RedisParams, OpenError> {
         match pair.split_once('=').unwrap_or((pair, "")) {
             ("prefix", value) => params.prefix = Some(value.to_owned()),
             ("timeout_ms", value) => {
-                let ms = value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|&ms| ms > 0)
-                    .ok_or_else(|| OpenError::Parameter {
-                        name: "timeout_ms",
-                        problem: format!("{value:?} is not a positive number of milliseconds"),
-                    })?;
+                let ms = positive("timeout_ms", value, "milliseconds")?;
                 params.timeout = Some(std::time::Duration::from_millis(ms));
             }
             ("local_cache", value) => {
-                let records = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&records| records > 0)
-                    .ok_or_else(|| OpenError::Parameter {
-                        name: "local_cache",
-                        problem: format!("{value:?} is not a positive number of records"),
-                    })?;
-                params.local_cache = Some(records);
+                params.local_cache = Some(positive("local_cache", value, "records")?);
             }
             _ => params.rest.push(pair.to_owned()),
         }
     }
     Ok(params)
+}
+
+/// The value of parameter `name`, which must be a positive number of `unit`.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn positive<T>(name: &'static str, value: &str, unit: &str) -> Result<T, OpenError>
+where
+    T: std::str::FromStr + PartialOrd + Default,
+{
+    value
+        .parse::<T>()
+        .ok()
+        .filter(|n| *n > T::default())
+        .ok_or_else(|| OpenError::Parameter {
+            name,
+            problem: format!("{value:?} is not a positive number of {unit}"),
+        })
 }
 
 #[cfg(feature = "redis")]
