@@ -1,14 +1,16 @@
-//! The error `connect` and `connect_cluster` report when the server cannot be reached.
+//! The error `connect`, `connect_cluster` and `connect_with_local_cache` report when the store
+//! cannot be built.
 
 use std::fmt;
 use std::time::Duration;
 
-/// The server named by a URL could not be reached (or the URL is wrong), so the store was not
-/// built.
+/// The server named by a URL could not be reached (or the URL is wrong), or refused the
+/// client-side caching a local cache needs, so the store was not built.
 ///
 /// Returned inside [`satchel_core::Error::Backend`] by
-/// [`RedisStore::connect`](crate::RedisStore::connect) and
-/// [`RedisStore::connect_cluster`](crate::RedisStore::connect_cluster); downcast the error's
+/// [`RedisStore::connect`](crate::RedisStore::connect),
+/// [`RedisStore::connect_cluster`](crate::RedisStore::connect_cluster) and
+/// [`RedisStore::connect_with_local_cache`](crate::RedisStore::connect_with_local_cache); downcast the error's
 /// source to this type to read the (password-free) URL. Its own source is redis-rs's error,
 /// when there is one.
 #[derive(Debug)]
@@ -22,6 +24,8 @@ enum Reason {
     Redis(redis::RedisError),
     TimedOut(Duration),
     NoNodes,
+    /// Connected, but the server refused the local cache's `CLIENT TRACKING`.
+    NoTracking(redis::RedisError),
 }
 
 impl ConnectError {
@@ -36,6 +40,13 @@ impl ConnectError {
         Self {
             target,
             reason: Reason::TimedOut(after),
+        }
+    }
+
+    pub(crate) fn no_tracking(target: String, source: redis::RedisError) -> Self {
+        Self {
+            target,
+            reason: Reason::NoTracking(source),
         }
     }
 
@@ -75,6 +86,13 @@ impl fmt::Display for ConnectError {
                 "cannot connect to Redis at {}: {source}; is the server running and the URL right?",
                 self.target
             ),
+            Reason::NoTracking(source) => write!(
+                f,
+                "Redis at {} refused the client-side caching a local cache needs (RESP3 and \
+                 CLIENT TRACKING, Redis 6.0 or later): {source}; allow it, or connect without \
+                 a local cache",
+                self.target
+            ),
         }
     }
 }
@@ -82,7 +100,7 @@ impl fmt::Display for ConnectError {
 impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.reason {
-            Reason::Redis(source) => Some(source),
+            Reason::Redis(source) | Reason::NoTracking(source) => Some(source),
             _ => None,
         }
     }

@@ -171,7 +171,7 @@ impl RedisStore {
         let tracked = tokio::time::timeout_at(started + DEFAULT_TIMEOUT, store.track()).await;
         let refused = match tracked {
             Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(ConnectError::redis(store.target.to_string(), error)),
+            Ok(Err(error)) => Some(ConnectError::no_tracking(store.target.to_string(), error)),
             Err(_) => Some(ConnectError::timed_out(
                 store.target.to_string(),
                 DEFAULT_TIMEOUT,

@@ -372,3 +372,31 @@ async fn script_reloads_and_foreign_data_leave_the_cache_alone() {
     assert_eq!(cached.load(&other).await.expect("load"), None);
     assert_eq!(stats(&cached).resets, resets, "{:?}", stats(&cached));
 }
+
+#[tokio::test]
+async fn a_server_that_refuses_tracking_is_a_clear_connect_error() {
+    // `CLIENT` renamed away: as a proxy or an ACL that forbids `CLIENT TRACKING` would.
+    let Some(redis) = common::PrivateRedis::start_with(&["--rename-command", "CLIENT", ""]) else {
+        return;
+    };
+    let error = RedisStore::connect_with_local_cache(&redis.url(), "satchel-test:cache:", 10)
+        .await
+        .expect_err("no tracking, no cache");
+    let satchel::Error::Backend(source) = &error else {
+        panic!("not a backend error: {error:?}");
+    };
+    let connect = source
+        .downcast_ref::<satchel_redis::ConnectError>()
+        .unwrap_or_else(|| panic!("not a ConnectError: {source:?}"));
+    let message = connect.to_string();
+    assert!(message.contains(&redis.url()), "{message}");
+    assert!(message.contains("CLIENT TRACKING"), "{message}");
+    // The same server still serves a store without a cache.
+    let clock = satchel_conformance::test_clock();
+    let plain = RedisStore::connect(&redis.url())
+        .await
+        .expect("connect without a cache")
+        .with_clock(clock.clone());
+    let token = created(&plain, &clock, 1).await;
+    assert!(plain.load(&token).await.expect("load").is_some());
+}

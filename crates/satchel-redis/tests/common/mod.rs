@@ -172,12 +172,19 @@ pub struct PrivateRedis {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// More `redis-server` arguments, kept for restarts.
+    extra: Vec<String>,
 }
 
 impl PrivateRedis {
     /// Starts a server on a free port, or returns `None` (after one line) if `redis-server` is
     /// not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`PrivateRedis::start`], with more `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Option<Self> {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "satchel-redis-outage-{}-{port}",
@@ -188,6 +195,7 @@ impl PrivateRedis {
             child: None,
             port,
             dir,
+            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         match server.spawn() {
             Ok(()) => Some(server),
@@ -207,6 +215,7 @@ impl PrivateRedis {
             .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
