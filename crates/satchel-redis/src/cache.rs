@@ -42,7 +42,7 @@ const SHARDS: usize = 256;
 /// How long a record is served after it was read from Redis. Pushes keep the cache fresh; this
 /// bounds how stale it can get if the connection dies without a sign (a network partition, a
 /// frozen server) while every request is a hit and nothing notices.
-pub(crate) const MAX_AGE: Duration = Duration::from_secs(5);
+const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// How long after a failed attempt to turn tracking on the next may start.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
@@ -269,7 +269,7 @@ impl LocalCache {
     }
 
     /// Forgets everything.
-    pub(crate) fn clear(&self) {
+    fn clear(&self) {
         for index in 0..SHARDS {
             let mut shard = self.shard(index);
             shard.generation += 1;
@@ -337,21 +337,19 @@ impl LocalCache {
         if self.tracking() {
             return None;
         }
-        {
-            let not_before = self
-                .not_before
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if not_before.is_some_and(|at| Instant::now() < at) {
-                return None;
-            }
-        }
+        // The flag first: during an outage every load comes here, and only one of them should
+        // go on to the backoff's lock.
         self.enabling
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
+        let too_soon = self
+            .not_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| Instant::now() < at);
         let state = self.state.load(Ordering::Acquire);
-        if state & TRACKING != 0 {
-            // Another attempt finished in between.
+        // Too soon after a refusal, or another attempt finished in between.
+        if too_soon || state & TRACKING != 0 {
             self.enabling.store(false, Ordering::Release);
             return None;
         }

@@ -411,16 +411,6 @@ impl RedisStore {
             cache: self.cache(),
             keys,
         };
-        self.run_script(script, keys, args).await
-    }
-
-    /// Runs a script that writes no key the local cache may hold.
-    async fn run_script(
-        &self,
-        script: &Script,
-        keys: &[&str],
-        args: &[&[u8]],
-    ) -> Result<Reply, Error> {
         // `EVALSHA` built as one command: redis-rs's `ScriptInvocation` copies every argument
         // into a vector of its own first (measured: about 2,100 of a write's 64,000
         // instructions).
@@ -476,13 +466,9 @@ impl RedisStore {
     /// `None` if there is none, or the key holds something this store did not write (logged).
     async fn fetch(&self, mut at: Locator, key: &str) -> Result<Option<Stored>, Error> {
         for hop in 0..2 {
-            let followed = if hop == 0 {
-                None
-            } else {
-                Some(self.keys.record(&at))
-            };
+            let hopped_key = (hop > 0).then(|| self.keys.record(&at));
             let values = match self
-                .fields(followed.as_deref().unwrap_or(key), &["v", "d", "t", "r"])
+                .fields(hopped_key.as_deref().unwrap_or(key), &["v", "d", "t", "r"])
                 .await
             {
                 Err(Error::Backend(source)) if is_wrong_type(&*source) => {
@@ -515,7 +501,6 @@ impl RedisStore {
             };
             return Ok(Some(Stored {
                 at,
-                followed: hop > 0,
                 version,
                 deadline: Timestamp::from_unix_millis(deadline),
                 bytes,
@@ -533,7 +518,7 @@ impl RedisStore {
         now: Timestamp,
     ) -> Result<(), Error> {
         let reply = self
-            .run_script(
+            .script(
                 &scripts::INDEX,
                 &[&self.keys.owner(owner)],
                 &[
@@ -589,8 +574,6 @@ impl Drop for Forget<'_> {
 /// What [`RedisStore::fetch`] read.
 struct Stored {
     at: Locator,
-    /// Found by following a pointer, not at the key the token names.
-    followed: bool,
     version: u64,
     deadline: Timestamp,
     bytes: Option<Vec<u8>>,
@@ -790,7 +773,8 @@ impl Store for RedisStore {
             let Some(stored) = self.fetch(at, &key).await? else {
                 return Ok(None);
             };
-            let followed = stored.followed;
+            // A pointer always leads to another tag.
+            let followed = stored.at.tag != at.tag;
             let record = Some(stored)
                 .filter(|stored| stored.deadline > now)
                 .and_then(Stored::decode);
@@ -806,16 +790,62 @@ impl Store for RedisStore {
     }
 
     async fn update(&self, token: &Token, record: &Record) -> Result<Option<Token>, Error> {
-        let Some(at) = Locator::from_token(token) else {
+        let Some(mut at) = Locator::from_token(token) else {
             return Err(Error::Gone);
         };
         // Each script call makes the cache forget the key it wrote (or may have), rather than
         // refresh it: Redis 7.0 reports a script's writes back to the connection that ran it
         // despite NOLOOP, so a refreshed entry would only be dropped again.
-        let key = self.keys.record(&at);
-        self.bounded(self.write(at, &key, record))
-            .await
-            .map(|()| None)
+        self.bounded(async {
+            let now = self.clock.now().as_unix_millis().to_string();
+            // The stored bytes keep the caller's version; the `v` field holds the new one.
+            let bytes = codec::encode(record)?;
+            let expected = record.version.to_string();
+            let next = record.version.wrapping_add(1).to_string();
+            let deadline = millis(record.expires_at).to_string();
+            let owner = wire_owner(record.owner.as_deref());
+            let (mut indexed, mut cover) = (String::new(), String::new());
+            for _ in 0..ROUNDS {
+                let reply = self
+                    .script(
+                        &scripts::UPDATE,
+                        &[&self.keys.record(&at)],
+                        &[
+                            now.as_bytes(),
+                            expected.as_bytes(),
+                            next.as_bytes(),
+                            deadline.as_bytes(),
+                            deadline.as_bytes(),
+                            &bytes,
+                            owner.as_bytes(),
+                            indexed.as_bytes(),
+                            cover.as_bytes(),
+                        ],
+                    )
+                    .await?;
+                match reply {
+                    Reply::Ok(_) => return Ok(None),
+                    Reply::Gone => return Err(Error::Gone),
+                    Reply::Changed => {
+                        return Err(Error::Changed {
+                            expected: record.version,
+                        });
+                    }
+                    Reply::Moved(tag) => at = Self::follow(at, &tag).ok_or(Error::Gone)?,
+                    Reply::NeedIndex(..) => {
+                        let Some(name) = record.owner.as_deref() else {
+                            return Err(unexpected("a request to index a session without owner"));
+                        };
+                        let covers = cover_for(record);
+                        self.index(name, &at, covers, self.clock.now()).await?;
+                        (indexed, cover) = (owner.clone(), covers.to_string());
+                    }
+                    other => return Err(unexpected(&format!("the update reply {other:?}"))),
+                }
+            }
+            Err(Error::Contended { attempts: ROUNDS })
+        })
+        .await
     }
 
     async fn touch(&self, token: &Token, expires_at: Timestamp) -> Result<Option<Token>, Error> {
@@ -999,62 +1029,6 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
-    /// `update`'s compare-and-set of `record` at `at` (whose key is `key`), following the
-    /// session if it moved.
-    async fn write(&self, mut at: Locator, key: &str, record: &Record) -> Result<(), Error> {
-        let now = self.clock.now().as_unix_millis().to_string();
-        // The stored bytes keep the caller's version; the `v` field holds the new one.
-        let bytes = codec::encode(record)?;
-        let expected = record.version.to_string();
-        let next = record.version.wrapping_add(1).to_string();
-        let deadline = millis(record.expires_at).to_string();
-        let owner = wire_owner(record.owner.as_deref());
-        let (mut indexed, mut cover) = (String::new(), String::new());
-        let mut moved: Option<String> = None;
-        for _ in 0..ROUNDS {
-            let reply = self
-                .script(
-                    &scripts::UPDATE,
-                    &[moved.as_deref().unwrap_or(key)],
-                    &[
-                        now.as_bytes(),
-                        expected.as_bytes(),
-                        next.as_bytes(),
-                        deadline.as_bytes(),
-                        deadline.as_bytes(),
-                        &bytes,
-                        owner.as_bytes(),
-                        indexed.as_bytes(),
-                        cover.as_bytes(),
-                    ],
-                )
-                .await?;
-            match reply {
-                Reply::Ok(_) => return Ok(()),
-                Reply::Gone => return Err(Error::Gone),
-                Reply::Changed => {
-                    return Err(Error::Changed {
-                        expected: record.version,
-                    });
-                }
-                Reply::Moved(tag) => {
-                    at = Self::follow(at, &tag).ok_or(Error::Gone)?;
-                    moved = Some(self.keys.record(&at));
-                }
-                Reply::NeedIndex(..) => {
-                    let Some(name) = record.owner.as_deref() else {
-                        return Err(unexpected("a request to index a session without owner"));
-                    };
-                    let covers = cover_for(record);
-                    self.index(name, &at, covers, self.clock.now()).await?;
-                    (indexed, cover) = (owner.clone(), covers.to_string());
-                }
-                other => return Err(unexpected(&format!("the update reply {other:?}"))),
-            }
-        }
-        Err(Error::Contended { attempts: ROUNDS })
-    }
-
     /// Drops the pointer at `home` if it points to `tag`.
     async fn release(&self, home: &Locator, tag: Tag) -> Result<(), Error> {
         let reply = self
@@ -1107,7 +1081,6 @@ impl OwnerIndex for RedisStore {
                     }
                     let stored = Stored {
                         at,
-                        followed: false,
                         version,
                         deadline,
                         bytes,
@@ -1185,6 +1158,9 @@ mod tests {
     /// The store forgets what it writes itself, without Redis's help: with the cache deaf to
     /// invalidations (which on Redis 7.0 report the store's own script writes back too), every
     /// write is still seen by the very next load.
+    ///
+    /// A unit test, not in `tests/local_cache.rs`, because only the crate can make the cache
+    /// deaf; so it reads `SATCHEL_TEST_REDIS_URL` and builds its prefix itself.
     #[tokio::test]
     async fn the_cache_forgets_what_the_store_writes() {
         let Ok(url) = std::env::var("SATCHEL_TEST_REDIS_URL") else {

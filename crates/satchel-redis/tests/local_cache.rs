@@ -129,7 +129,9 @@ async fn the_stores_own_writes_are_seen_at_once() {
         return;
     };
     // Redis reports the store's script writes back to it too (Redis 7.0), but a load right
-    // after the reply must not wait for that report: the store forgets what it writes.
+    // after the reply must not wait for that report: the store forgets what it writes. That
+    // report usually lands first here, so this checks the behaviour end to end; the unit test
+    // `the_cache_forgets_what_the_store_writes` (store.rs) checks the forgetting alone.
     for n in 0..50 {
         let token = created(&cached, &clock, n).await;
         let loaded = cached.load(&token).await.expect("load").expect("live");
