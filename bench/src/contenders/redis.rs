@@ -138,14 +138,17 @@ const CACHE_CAPACITY: usize = 10_000;
 async fn satchel_app(contender: &str, cached: bool) -> anyhow::Result<Router> {
     let url = redis_url();
     let prefix = run_prefix(contender);
-    let connected = if cached {
-        satchel_redis::RedisStore::connect_with_local_cache(&url, &prefix, CACHE_CAPACITY).await
+    let failed = || format!("cannot connect to Redis at {url} (SATCHEL_BENCH_REDIS_URL)");
+    let store = if cached {
+        satchel_redis::RedisStore::connect_with_local_cache(&url, &prefix, CACHE_CAPACITY)
+            .await
+            .with_context(failed)?
     } else {
-        satchel_redis::RedisStore::connect(&url).await
+        satchel_redis::RedisStore::connect(&url)
+            .await
+            .with_context(failed)?
+            .with_prefix(&prefix)?
     };
-    let store = connected
-        .with_context(|| format!("cannot connect to Redis at {url} (SATCHEL_BENCH_REDIS_URL)"))?
-        .with_prefix(&prefix)?;
     let layer = satchel::SessionLayer::new(store).with_expiry(satchel::Expiry::idle(KEY_LIFETIME));
     Ok(satchel_router(layer))
 }

@@ -518,6 +518,10 @@ async fn open_redis(
         scheme: "redis",
         source,
     };
+    let bad_prefix = |error: satchel_core::Error| OpenError::Parameter {
+        name: "prefix",
+        problem: error.to_string(),
+    };
     let params = redis_params(query)?;
     let query = if params.rest.is_empty() {
         String::new()
@@ -553,36 +557,42 @@ async fn open_redis(
             });
         }
         let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-        satchel_redis::RedisStore::connect_cluster(&nodes)
+        let store = satchel_redis::RedisStore::connect_cluster(&nodes)
             .await
-            .map_err(failed)?
+            .map_err(failed)?;
+        match &params.prefix {
+            Some(prefix) => store.with_prefix(prefix).map_err(bad_prefix)?,
+            None => store,
+        }
     } else {
         let url = format!("{}://{location}{query}", scheme.to_ascii_lowercase());
-        match params.local_cache {
-            // The prefix is fixed when a cached store connects; `with_prefix` below then
-            // finds it unchanged.
-            Some(records) => {
-                let prefix = params
-                    .prefix
-                    .as_deref()
-                    .unwrap_or(satchel_redis::DEFAULT_PREFIX);
+        match (params.local_cache, &params.prefix) {
+            // A cached store takes its prefix when it connects (Redis tracks that prefix), and
+            // checks it before connecting.
+            (Some(records), prefix) => {
+                let prefix = prefix.as_deref().unwrap_or(satchel_redis::DEFAULT_PREFIX);
                 satchel_redis::RedisStore::connect_with_local_cache(&url, prefix, records)
                     .await
-                    .map_err(failed)?
+                    .map_err(|error| match &error {
+                        satchel_core::Error::Backend(source)
+                            if source.is::<satchel_redis::InvalidPrefix>() =>
+                        {
+                            bad_prefix(error)
+                        }
+                        _ => failed(error),
+                    })?
             }
-            None => satchel_redis::RedisStore::connect(&url)
-                .await
-                .map_err(failed)?,
+            (None, prefix) => {
+                let store = satchel_redis::RedisStore::connect(&url)
+                    .await
+                    .map_err(failed)?;
+                match prefix {
+                    Some(prefix) => store.with_prefix(prefix).map_err(bad_prefix)?,
+                    None => store,
+                }
+            }
         }
     };
-    if let Some(prefix) = &params.prefix {
-        store = store
-            .with_prefix(prefix)
-            .map_err(|error| OpenError::Parameter {
-                name: "prefix",
-                problem: error.to_string(),
-            })?;
-    }
     if let Some(timeout) = params.timeout {
         store = store.with_timeout(timeout);
     }
@@ -633,6 +643,24 @@ mod tests {
         assert!(redis_params("timeout_ms=soon").is_err());
         assert!(redis_params("local_cache=0").is_err());
         assert!(redis_params("local_cache=many").is_err());
+    }
+
+    /// Both are refused before anything connects, so no server is needed.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn a_local_cache_needs_one_server_and_a_valid_prefix() {
+        for (url, name) in [
+            ("redis+cluster://127.0.0.1:1?local_cache=5", "local_cache"),
+            (
+                "redis://127.0.0.1:1?local_cache=5&prefix=no{braces}",
+                "prefix",
+            ),
+        ] {
+            match open(url).await.map(|_| ()) {
+                Err(OpenError::Parameter { name: got, .. }) => assert_eq!(got, name, "{url}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
     }
 
     #[cfg(feature = "cookie")]
