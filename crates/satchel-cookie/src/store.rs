@@ -76,8 +76,8 @@ pub enum OversizePolicy {
 #[derive(Clone)]
 pub struct CookieSessions {
     /// The key of the memos this store leaves on tokens ([`Token::memo`]: a [`Head`] of the
-    /// cookie). Every setter that changes what [`CookieSessions::open_any`] accepts (keys,
-    /// mode, size limits, decompression cap, cookie name) must take a new one.
+    /// cookie). Every `with_*` setter takes a new one, whether or not it changes what
+    /// [`CookieSessions::open_any`] accepts, so that a setter added later cannot forget to.
     memo_key: MemoKey,
     sealer: Sealer,
     clock: SharedClock,
@@ -135,6 +135,7 @@ impl CookieSessions {
     #[must_use]
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self.memo_key = MemoKey::unique();
         self
     }
 
@@ -172,6 +173,7 @@ impl CookieSessions {
     #[must_use]
     pub fn with_oversize_policy(mut self, policy: OversizePolicy) -> Self {
         self.oversize = policy;
+        self.memo_key = MemoKey::unique();
         self
     }
 
@@ -498,7 +500,8 @@ mod tests {
         store.create(&id, &record()).await.expect("create")
     }
 
-    /// The memo `store` left on `token`, if any.
+    /// The memo `store` left on `token` (`None` if the token holds another key's memo). Panics
+    /// if the token holds no memo at all, which fails the test as surely as an assertion.
     fn memo<'t>(store: &CookieSessions, token: &'t Token) -> Option<&'t Option<Head>> {
         token.memo::<Option<Head>>(store.memo_key, || unreachable!("no memo was left"))
     }
@@ -551,7 +554,7 @@ mod tests {
     }
 
     #[test]
-    fn setters_that_change_what_opens_take_a_new_memo_key() {
+    fn every_setter_takes_a_new_memo_key() {
         let store = store();
         let same = store.clone();
         assert_eq!(same.memo_key, store.memo_key, "a clone opens alike");
@@ -559,6 +562,10 @@ mod tests {
             store.clone().with_max_cookie_size(1000),
             store.clone().with_cookie_name("__Host-id"),
             store.clone().with_max_decompressed_size(1000),
+            store.clone().with_clock(SystemClock),
+            store
+                .clone()
+                .with_oversize_policy(super::OversizePolicy::Fail),
         ] {
             assert_ne!(changed.memo_key, store.memo_key);
         }

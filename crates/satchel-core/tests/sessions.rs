@@ -278,7 +278,9 @@ async fn commit_last_writes_what_commit_writes_and_reports_every_cookie_change()
     assert_eq!(stored.data["name"], "ada");
     assert_eq!(store.updates(), 1);
 
-    // Another handle is alive: it sees the changed data after the commit.
+    // Another handle is alive: after the commit it sees the data as stored. (Whether it can
+    // still see its data while the commit is in flight is checked by
+    // `commit_last_copies_the_data_while_another_handle_can_look`.)
     let session = sessions.load(Some(token.clone())).await.expect("load");
     let other = session.clone();
     session.insert("user", 7).expect("insert");

@@ -89,8 +89,8 @@ struct Meta {
 #[derive(Clone)]
 pub struct DjangoCookieSessions {
     /// The key of the memos this store leaves on tokens ([`Token::memo`]: a [`Head`] of the
-    /// cookie). Every setter that changes what opens, or a cookie's deadline, must take a new
-    /// one.
+    /// cookie). Every `with_*` setter takes a new one, whether or not it changes what opens or
+    /// a cookie's deadline, so that a setter added later cannot forget to.
     memo_key: MemoKey,
     signer: TimestampSigner,
     cookie_age: Duration,
@@ -136,6 +136,7 @@ impl DjangoCookieSessions {
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self.signer = self.signer.with_shared_clock(Arc::clone(&self.clock));
+        self.memo_key = MemoKey::unique();
         self
     }
 
@@ -434,6 +435,15 @@ mod tests {
         assert!(matches!(other.update(&token, &rec).await, Err(Error::Gone)));
         let shorter = store.clone().with_cookie_age(Duration::from_secs(1));
         assert_ne!(shorter.memo_key, store.memo_key);
+        for changed in [
+            store.clone().with_max_decompressed_len(1000),
+            store.clone().with_clock(clock.clone()),
+        ] {
+            assert_ne!(
+                changed.memo_key, store.memo_key,
+                "every setter takes a new key"
+            );
+        }
         clock.advance(Duration::from_secs(2));
         assert!(matches!(
             shorter.update(&token, &rec).await,
