@@ -16,8 +16,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::sqlite::{raw_new_row, raw_row_id};
 use super::{
-    BASELINE, BODY, BuildFuture, Contender, Reply, Target, bare_app, hello, satchel_app,
-    tower_sessions_app,
+    BASELINE, BODY, BuildFuture, Contender, Reply, Target, bare_app, bare_router, hello,
+    satchel_app, tower_sessions_app,
 };
 
 pub(crate) const CONTENDERS: &[Contender] = &[
@@ -101,9 +101,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
 fn noop_layer_app() -> BuildFuture {
     Box::pin(async {
         let identity: fn(Response) -> Response = std::convert::identity;
-        Ok(Router::new()
-            .route("/", get(hello))
-            .layer(tower::util::MapResponseLayer::new(identity)))
+        Ok(bare_router().layer(tower::util::MapResponseLayer::new(identity)))
     })
 }
 

@@ -126,7 +126,12 @@ async fn hello() -> &'static str {
 }
 
 fn bare_app() -> BuildFuture {
-    Box::pin(async { Ok(Router::new().route("/", get(hello))) })
+    Box::pin(async { Ok(bare_router()) })
+}
+
+/// The baseline's routes: `/` answers [`BODY`].
+fn bare_router() -> Router {
+    Router::new().route("/", get(hello))
 }
 
 /// Satchel over its memory store, built as its README shows. `Secure` stays on: the load
