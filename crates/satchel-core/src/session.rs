@@ -142,7 +142,8 @@ impl Changes {
 /// The state behind a [`Session`] handle.
 pub(crate) struct State {
     /// The stored session this handle works on: the client's token and the record as loaded
-    /// (or as last committed). `None` for a session not stored yet.
+    /// (or as last committed), without its data once `view` holds it. `None` for a session not
+    /// stored yet.
     pub(crate) stored: Option<(Token, Record)>,
     /// The data as this request sees it, once it differs from the stored data: the stored data
     /// with `changes` applied. `None` until the first change, so a read-only request never
@@ -177,13 +178,15 @@ impl State {
         }
     }
 
-    /// The data as this request sees it, copied from the stored record on first use.
+    /// The data as this request sees it, moved out of the stored record on first use: from
+    /// then on the view is the data, and the stored record keeps only its header (version,
+    /// deadlines, owner), which is all a commit reads of it.
     fn view_mut(&mut self) -> &mut Data {
-        let stored = &self.stored;
+        let stored = &mut self.stored;
         self.view.get_or_insert_with(|| {
             stored
-                .as_ref()
-                .map(|(_, record)| record.data.clone())
+                .as_mut()
+                .map(|(_, record)| std::mem::take(&mut record.data))
                 .unwrap_or_default()
         })
     }
@@ -858,6 +861,22 @@ mod tests {
             Some(&json!(50)),
             "(4 + 1) * 10: both steps, once each"
         );
+    }
+
+    #[test]
+    fn the_handle_reads_its_changes_before_during_and_after_a_failed_commit() {
+        // The first change moves the stored data into the view; every read must go on seeing
+        // the data, with the change, whatever the commit does.
+        let s = stored(json!({"a": 1, "b": 2}));
+        s.insert("a", 10).expect("fits");
+        let expected = json!({"a": 10, "b": 2});
+        let items = |s: &Session| serde_json::to_value(s.items().into_iter().collect::<Data>());
+        assert_eq!(items(&s).expect("json"), expected);
+        let pending = s.begin_commit(false);
+        assert_eq!(items(&s).expect("json"), expected, "while the commit runs");
+        s.end_commit(pending, Err(&Error::Gone), Timestamp::EPOCH);
+        assert_eq!(items(&s).expect("json"), expected, "after it failed");
+        assert_eq!(replay(&s, json!({"b": 3})).get("a"), Some(&json!(10)));
     }
 
     #[test]

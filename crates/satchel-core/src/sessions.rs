@@ -266,8 +266,14 @@ impl Sessions {
     pub async fn commit_last(&self, session: Session) -> Result<CookieChange, Error> {
         // Owned here and lent to nobody: a count of one cannot grow behind our back.
         let last = session.is_only_handle();
-        self.commit_moving(&session, last).await?;
-        Ok(session.take_cookie_change())
+        let change = self.commit_moving(&session, last).await?;
+        // What earlier commits asked for, and this one's too unless the handle is the last (a
+        // last handle is not told of the commit: it is dropped here).
+        let earlier = session.take_cookie_change();
+        Ok(match change {
+            CookieChange::Keep => earlier,
+            change => change,
+        })
     }
 
     /// Finishes a commit that needs no store I/O (nothing changed, no renewal due) at once,
@@ -288,6 +294,8 @@ impl Sessions {
         let mut pending = session.begin_commit(last);
         let now = pending.seen_at.unwrap_or_else(|| self.0.clock.now());
         match self.write(&mut pending, now).await {
+            // Nobody will read the handle again: leave it as it is.
+            Ok((_, cookie)) if last => Ok(cookie),
             Ok((stored, cookie)) => {
                 session.end_commit(pending, Ok(stored), now);
                 session.note_cookie_change(&cookie);
