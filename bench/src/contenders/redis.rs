@@ -52,7 +52,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "redis-cached-read",
         summary: "satchel RedisStore with its local cache (connect_with_local_cache: RESP3, \
-                  CLIENT TRACKING BCAST NOLOOP): read one integer; same goals as redis-read",
+                  CLIENT TRACKING ON NOLOOP): read one integer; same goals as redis-read",
         build: satchel_cached_read_app,
         setup_path: Some("/setup"),
         path: "/read",
@@ -64,7 +64,8 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "redis-cached-write",
         summary: "satchel RedisStore with its local cache: increment one integer (load from \
-                  the cache + compare-and-set script); same goals as redis-write",
+                  the cache, which keeps the store's own writes, + compare-and-set script: one \
+                  round trip); same goals as redis-write",
         build: satchel_cached_write_app,
         setup_path: Some("/setup"),
         path: "/write",

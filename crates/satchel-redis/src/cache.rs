@@ -1,21 +1,26 @@
-//! The optional local cache: records this process read, kept fresh by Redis's
-//! server-assisted client-side caching (`CLIENT TRACKING … BCAST … NOLOOP`).
+//! The optional local cache: records this process read or wrote, kept fresh by Redis's
+//! server-assisted client-side caching (`CLIENT TRACKING ON NOLOOP`, the default mode).
 //!
 //! # How it stays correct
 //!
-//! - **Other writers.** In broadcast mode Redis sends the connection an `invalidate` push for
-//!   every key under the tracked prefix that another connection changes, deletes or lets
-//!   expire. The push handler forgets those keys.
-//! - **This process's writes.** The store forgets every key a script of its may have written,
-//!   when the reply comes or when the call fails, times out or is dropped. (`NOLOOP` is meant
-//!   to spare the connection pushes about its own writes, but Redis 7.0 credits a script's
-//!   writes to the script, not to the connection that ran it, so they come back as pushes
-//!   too: harmless.)
+//! - **Other writers.** Redis remembers which keys the connection read and sends it an
+//!   `invalidate` push when another connection changes, deletes or lets expire one of them.
+//!   The push handler forgets those keys.
+//! - **This process's writes.** `NOLOOP` spares the connection pushes about its own writes
+//!   (in the default mode; in broadcast mode Redis 7.0 credits a script's writes to the script
+//!   and reports them anyway). So the store settles each key it writes itself: a successful
+//!   `update` [replaces](LocalCache::replace) the cached record with the one it wrote, and every
+//!   other write forgets the key, when the reply comes or when the call fails, times out or is
+//!   dropped. A write drops the key from Redis's tracking table, the writer's own entry
+//!   included, so the `update` script reads the key after writing it, which tracks it again
+//!   for this connection: the next change made elsewhere is still reported.
 //! - **Races.** A read's reply and the push about a later change of the same key (or this
-//!   process's own write of it) can be handled in either order. So a read first takes a
-//!   [`Ticket`]: the generation of the key's shard. Forgetting a key moves its shard's
-//!   generation on, and a reply may fill the cache only if the generation is still the
-//!   ticket's.
+//!   process's own write of it) can be handled in either order. So a read or write first takes
+//!   a [`Ticket`]: the generation of the key's shard. Forgetting or replacing a key moves its
+//!   shard's generation on, and a reply may fill the cache only if the generation is still the
+//!   ticket's. A change another connection makes before this process's write is reported
+//!   before that write's reply (one connection, one order), so a write whose ticket still
+//!   holds when its reply comes caches what Redis holds.
 //! - **A lost connection** loses its tracking and any pushes in flight: the cache empties
 //!   itself and serves nothing until tracking is on again on the new connection. An operation
 //!   that times out or fails on I/O counts as a lost connection (it may be one that died
@@ -58,8 +63,7 @@ pub struct CacheStats {
     pub hits: u64,
     /// Loads that went to Redis while tracking was on.
     pub misses: u64,
-    /// Keys Redis reported changed (on Redis 7.0 including this store's own writes, which it
-    /// forgets anyway), whether cached or not.
+    /// Keys Redis reported changed by another connection, whether cached or not.
     pub invalidations: u64,
     /// Times the cache emptied itself: its connection was lost, an operation timed out or
     /// failed on I/O, or Redis was flushed.
@@ -71,8 +75,18 @@ pub struct CacheStats {
 pub(crate) struct Ticket {
     shard: usize,
     generation: u64,
-    /// When the read was about to be sent: a filled record's age counts from here.
+    /// When the read or write was about to be sent: a filled record's age counts from here.
     taken: Instant,
+}
+
+impl Ticket {
+    fn of(shard: &Shard, index: usize) -> Self {
+        Self {
+            shard: index,
+            generation: shard.generation,
+            taken: Instant::now(),
+        }
+    }
 }
 
 /// What a look-up found.
@@ -143,8 +157,8 @@ pub(crate) struct LocalCache {
     misses: AtomicU64,
     invalidations: AtomicU64,
     resets: AtomicU64,
-    /// Tests set it to ignore Redis's invalidations, which on Redis 7.0 also cover the store's
-    /// own writes and so would hide a write the store failed to forget itself.
+    /// Tests set it to ignore Redis's invalidations, to see that the store settles its own
+    /// writes without them.
     #[cfg(test)]
     pub(crate) deaf: std::sync::atomic::AtomicBool,
 }
@@ -222,16 +236,24 @@ impl LocalCache {
                 if found.is_some() {
                     shard.records.remove(key);
                 }
-                let ticket = Ticket {
-                    shard: index,
-                    generation: shard.generation,
-                    taken: Instant::now(),
-                };
+                let ticket = Ticket::of(&shard, index);
                 drop(shard);
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 Lookup::Miss(Some(ticket))
             }
         }
+    }
+
+    /// A ticket to cache what a write of `key` leaves, taken before the write is sent; `None`
+    /// while tracking is off.
+    pub(crate) fn ticket(&self, key: &str) -> Option<Ticket> {
+        if !self.tracking() {
+            return None;
+        }
+        let index = Self::index(key);
+        let shard = self.shard(index);
+        // Under the lock, as in `lookup`.
+        self.tracking().then(|| Ticket::of(&shard, index))
     }
 
     /// Caches what a read found under `key`, unless the key was forgotten since the ticket
@@ -259,6 +281,25 @@ impl LocalCache {
             }
         }
         shard.records.insert(key.into(), entry);
+    }
+
+    /// Caches `record` as this process just wrote it under `key`, in place of whatever was
+    /// cached, unless the key was forgotten since the ticket was taken: then it forgets the key.
+    /// Either way the shard's generation moves on, so that a read sent before the write cannot
+    /// fill the cache with the older record when its reply is handled after this.
+    pub(crate) fn replace(&self, key: &str, ticket: Ticket, record: Record) {
+        let mut shard = self.shard(ticket.shard);
+        let untouched = shard.generation == ticket.generation;
+        shard.generation += 1;
+        if untouched && self.tracking() {
+            let entry = Entry {
+                record,
+                read_at: ticket.taken,
+            };
+            self.insert(&mut shard, key, entry);
+        } else {
+            shard.records.remove(key);
+        }
     }
 
     /// Forgets `key`: this process changed it, or may have.
@@ -454,6 +495,31 @@ mod tests {
                     .collect(),
             )],
         }
+    }
+
+    #[test]
+    fn an_own_write_replaces_the_record_and_spoils_older_reads() {
+        let cache = tracking_cache();
+        // A read and a write of "k" in flight together; the write's reply is handled first.
+        let read = ticket(&cache, "k");
+        let write = cache.ticket("k").expect("tracking");
+        cache.replace("k", write, record(2));
+        assert_eq!(hit(&cache, "k"), Some(2));
+        cache.fill("k", read, &record(1));
+        assert_eq!(hit(&cache, "k"), Some(2), "the older read is refused");
+
+        // A write whose key was reported changed meanwhile forgets it instead.
+        let write = cache.ticket("k").expect("tracking");
+        cache.on_push(&invalidate(&["k"]));
+        cache.replace("k", write, record(3));
+        assert_eq!(hit(&cache, "k"), None);
+
+        // So does one while tracking is off, and then there is no ticket to take.
+        let write = cache.ticket("k").expect("tracking");
+        cache.lose();
+        cache.replace("k", write, record(4));
+        assert!(cache.ticket("k").is_none());
+        assert!(matches!(cache.lookup("k", now()), Lookup::Miss(None)));
     }
 
     #[test]

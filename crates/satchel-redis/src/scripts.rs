@@ -44,6 +44,12 @@ return {0}
 ///
 /// KEYS: record. ARGV: now, expected version, new version, deadline, expire-at, record bytes,
 /// owner (`""` or `=owner`), owner the caller just indexed (`""` if none), that index's cover.
+///
+/// It ends with a read of the record (`EXISTS`). Under client tracking every write drops the
+/// key from the server's tracking table, the writer's own included, and a read inside a
+/// script tracks the key for the connection that ran it: so the connection of a store with a
+/// local cache, which keeps what it just wrote, still hears of the next change made elsewhere.
+/// Without tracking the read costs next to nothing.
 pub(crate) static UPDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -68,6 +74,7 @@ else
   if h[3] then redis.call('HDEL', KEYS[1], 'o', 'x') end
 end
 if h[2] ~= ARGV[4] then redis.call('PEXPIREAT', KEYS[1], ARGV[5]) end
+redis.call('EXISTS', KEYS[1])
 return {0}
 ",
     )

@@ -16,7 +16,7 @@ use satchel_core::{
     Timestamp, Token, async_trait, codec, redact_url,
 };
 
-use crate::cache::{CacheStats, LocalCache, Lookup};
+use crate::cache::{CacheStats, LocalCache, Lookup, Ticket};
 use crate::conn::Conn;
 use crate::error::ConnectError;
 use crate::keys::{DEFAULT_PREFIX, Keys, Locator, Tag, validate_prefix};
@@ -119,16 +119,13 @@ impl RedisStore {
     /// [`with_prefix`](RedisStore::with_prefix)) and a local cache of up to about `capacity`
     /// records that Redis keeps fresh (server-assisted client-side caching).
     ///
-    /// A session this process has read is then loaded without a round trip until it changes:
-    /// a request that only reads its session costs no Redis I/O at all. The store asks Redis
-    /// to report every change made under `prefix` (`CLIENT TRACKING ON BCAST PREFIX <prefix>
-    /// NOLOOP`, over RESP3) and forgets those keys, and forgets every key it writes itself,
-    /// even when the write fails, times out or is cancelled.
-    ///
-    /// Writes are not cheaper: Redis 7.0 reports a script's writes back even to the connection
-    /// that ran it (`NOLOOP` does not cover scripts), so the request after a write reads the
-    /// session from Redis again, and a read-modify-write costs two round trips as without the
-    /// cache (and measured slightly slower than without it: docs/BENCHMARKS.md).
+    /// A session this process has read or written is then loaded without a round trip until
+    /// another connection changes it: a request that only reads its session costs no Redis I/O
+    /// at all, and one that changes it costs one round trip (the compare-and-set). The store
+    /// asks Redis to report changes to the keys this connection reads (`CLIENT TRACKING ON
+    /// NOLOOP`, over RESP3) and forgets those keys. It keeps the record an `update` wrote, and
+    /// forgets every other key it writes itself (touched, moved, deleted), even when the write
+    /// fails, times out or is cancelled.
     ///
     /// The price is a short staleness window: a change made through another connection (another
     /// server, the CLI, "log out everywhere" run elsewhere) reaches this cache with Redis's
@@ -139,11 +136,13 @@ impl RedisStore {
     /// connection is lost or any operation times out or fails on I/O (the connection may be
     /// gone; so a store whose operations often exceed [`with_timeout`](RedisStore::with_timeout)
     /// gains little from the cache); and it serves no record more than 5 seconds after the
-    /// read that found it was sent, which bounds staleness if the connection dies without a
-    /// sign while every request is a hit.
+    /// read or write that put it there was sent, which bounds staleness if the connection dies
+    /// without a sign while every request is a hit.
     ///
-    /// Every server in the deployment pays for broadcast tracking: each receives one push per
-    /// session write. Single server only (not [`connect_cluster`]).
+    /// Redis keeps a table of the keys each tracking connection has read (up to its
+    /// `tracking-table-max-keys`, beyond which it reports keys as changed to make room), and a
+    /// process receives pushes only for sessions it has read. Single server only (not
+    /// [`connect_cluster`]).
     ///
     /// [`connect_cluster`]: RedisStore::connect_cluster
     ///
@@ -283,22 +282,10 @@ impl RedisStore {
     ///
     /// # Errors
     ///
-    /// - [`Error::Backend`] holding an [`InvalidPrefix`](crate::InvalidPrefix) unless the
-    ///   prefix is 1 to 64 visible ASCII characters without `{` or `}`.
-    /// - [`Error::Backend`] holding an [`std::io::Error`] (whose message names
-    ///   `connect_with_local_cache`) if the store has a
-    ///   [local cache](RedisStore::connect_with_local_cache) and `prefix` is not the one it
-    ///   connected with: Redis tracks changes under that prefix only. Pass the prefix to
-    ///   `connect_with_local_cache` instead.
+    /// [`Error::Backend`] holding an [`InvalidPrefix`](crate::InvalidPrefix) unless the
+    /// prefix is 1 to 64 visible ASCII characters without `{` or `}`.
     pub fn with_prefix(self, prefix: &str) -> Result<Self, Error> {
         let prefix = validate_prefix(prefix).map_err(Error::backend)?;
-        if self.cache.is_some() && prefix != self.keys.prefix() {
-            return Err(Error::backend(std::io::Error::other(format!(
-                "this RedisStore's local cache tracks changes under the prefix {:?} it connected \
-                 with; pass {prefix:?} to RedisStore::connect_with_local_cache instead",
-                self.keys.prefix()
-            ))));
-        }
         Ok(Self {
             keys: Arc::new(Keys::new(prefix)),
             ..self
@@ -360,9 +347,9 @@ impl RedisStore {
         });
     }
 
-    /// `CLIENT TRACKING ON BCAST PREFIX <prefix> NOLOOP`, after `OFF`: an operation that timed
-    /// out may have left tracking on (with this prefix) on a connection that still lives, and
-    /// Redis refuses to track the same prefix twice.
+    /// `CLIENT TRACKING ON NOLOOP`, after `OFF`: an operation that timed out may have left
+    /// tracking on, with keys tracked before, on a connection that still lives; `OFF` makes
+    /// Redis forget them, and the cache is empty whenever tracking is turned on.
     async fn track(&self) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         let ((), ()) = redis::pipe()
@@ -370,9 +357,7 @@ impl RedisStore {
             .arg("TRACKING")
             .arg("OFF")
             .cmd("CLIENT")
-            .arg(&["TRACKING", "ON", "BCAST", "PREFIX"][..])
-            .arg(self.keys.prefix())
-            .arg("NOLOOP")
+            .arg(&["TRACKING", "ON", "NOLOOP"][..])
             .query_async(&mut conn)
             .await?;
         Ok(())
@@ -411,6 +396,11 @@ impl RedisStore {
             cache: self.cache(),
             keys,
         };
+        self.eval(script, keys, args).await
+    }
+
+    /// Runs a script; settling the local cache is the caller's job.
+    async fn eval(&self, script: &Script, keys: &[&str], args: &[&[u8]]) -> Result<Reply, Error> {
         // `EVALSHA` built as one command: redis-rs's `ScriptInvocation` copies every argument
         // into a vector of its own first (measured: about 2,100 of a write's 64,000
         // instructions).
@@ -559,6 +549,16 @@ impl RedisStore {
 struct Forget<'a> {
     cache: Option<&'a LocalCache>,
     keys: &'a [&'a str],
+}
+
+impl Forget<'_> {
+    /// Caches `record`, which this store just wrote under the one key, instead of forgetting
+    /// it (see [`LocalCache::replace`]).
+    fn replace(mut self, ticket: Ticket, record: Record) {
+        if let (Some(cache), [key]) = (self.cache.take(), self.keys) {
+            cache.replace(key, ticket, record);
+        }
+    }
 }
 
 impl Drop for Forget<'_> {
@@ -793,9 +793,6 @@ impl Store for RedisStore {
         let Some(mut at) = Locator::from_token(token) else {
             return Err(Error::Gone);
         };
-        // Each script call makes the cache forget the key it wrote (or may have), rather than
-        // refresh it: Redis 7.0 reports a script's writes back to the connection that ran it
-        // despite NOLOOP, so a refreshed entry would only be dropped again.
         self.bounded(async {
             let now = self.clock.now().as_unix_millis().to_string();
             // The stored bytes keep the caller's version; the `v` field holds the new one.
@@ -805,11 +802,25 @@ impl Store for RedisStore {
             let deadline = millis(record.expires_at).to_string();
             let owner = wire_owner(record.owner.as_deref());
             let (mut indexed, mut cover) = (String::new(), String::new());
+            let mut followed = false;
             for _ in 0..ROUNDS {
+                let key = self.keys.record(&at);
+                let keys = [key.as_str()];
+                // The cache forgets the key whatever becomes of this call, unless the write
+                // succeeds where the token points (the only records `load` caches): then it
+                // keeps the record written, so the next request costs no round trip.
+                let forget = Forget {
+                    cache: self.cache(),
+                    keys: &keys,
+                };
+                let ticket = self
+                    .cache()
+                    .filter(|_| !followed)
+                    .and_then(|cache| cache.ticket(&key));
                 let reply = self
-                    .script(
+                    .eval(
                         &scripts::UPDATE,
-                        &[&self.keys.record(&at)],
+                        &keys,
                         &[
                             now.as_bytes(),
                             expected.as_bytes(),
@@ -824,14 +835,24 @@ impl Store for RedisStore {
                     )
                     .await?;
                 match reply {
-                    Reply::Ok(_) => return Ok(None),
+                    Reply::Ok(_) => {
+                        if let Some(ticket) = ticket {
+                            let mut written = record.clone();
+                            written.version = record.version.wrapping_add(1);
+                            forget.replace(ticket, written);
+                        }
+                        return Ok(None);
+                    }
                     Reply::Gone => return Err(Error::Gone),
                     Reply::Changed => {
                         return Err(Error::Changed {
                             expected: record.version,
                         });
                     }
-                    Reply::Moved(tag) => at = Self::follow(at, &tag).ok_or(Error::Gone)?,
+                    Reply::Moved(tag) => {
+                        at = Self::follow(at, &tag).ok_or(Error::Gone)?;
+                        followed = true;
+                    }
                     Reply::NeedIndex(..) => {
                         let Some(name) = record.owner.as_deref() else {
                             return Err(unexpected("a request to index a session without owner"));
@@ -1155,14 +1176,13 @@ mod tests {
 
     use super::{RedisStore, parse_hmget};
 
-    /// The store forgets what it writes itself, without Redis's help: with the cache deaf to
-    /// invalidations (which on Redis 7.0 report the store's own script writes back too), every
-    /// write is still seen by the very next load.
+    /// The store settles what it writes itself, without Redis's help: with the cache deaf to
+    /// invalidations, every write is still seen by the very next load.
     ///
     /// A unit test, not in `tests/local_cache.rs`, because only the crate can make the cache
     /// deaf; so it reads `SATCHEL_TEST_REDIS_URL` and builds its prefix itself.
     #[tokio::test]
-    async fn the_cache_forgets_what_the_store_writes() {
+    async fn the_cache_settles_what_the_store_writes() {
         let Ok(url) = std::env::var("SATCHEL_TEST_REDIS_URL") else {
             eprintln!(
                 "skipped: set SATCHEL_TEST_REDIS_URL=redis://127.0.0.1:6379 to run this test"
@@ -1196,8 +1216,10 @@ mod tests {
         assert_eq!(cached.stats().hits, hits + 1, "cached");
 
         store.update(&token, &loaded).await.expect("update");
+        let hits = cached.stats().hits;
         let updated = store.load(&token).await.expect("load").expect("live");
         assert_eq!(updated.version, loaded.version + 1);
+        assert_eq!(cached.stats().hits, hits + 1, "the update's record is kept");
         store.load(&token).await.expect("load").expect("live");
         let later = updated.expires_at + std::time::Duration::from_secs(5);
         store.touch(&token, later).await.expect("touch");

@@ -567,8 +567,7 @@ async fn open_redis(
     } else {
         let url = format!("{}://{location}{query}", scheme.to_ascii_lowercase());
         match (params.local_cache, &params.prefix) {
-            // A cached store takes its prefix when it connects (Redis tracks that prefix), and
-            // checks it before connecting.
+            // A cached store takes its prefix when it connects, which checks it first.
             (Some(records), prefix) => {
                 let prefix = prefix.as_deref().unwrap_or(satchel_redis::DEFAULT_PREFIX);
                 satchel_redis::RedisStore::connect_with_local_cache(&url, prefix, records)
