@@ -178,6 +178,13 @@ impl State {
         }
     }
 
+    /// Marks a commit done at `now`: the cookie was dealt with, and renewal is judged from now.
+    fn settle(&mut self, now: Timestamp) {
+        self.rejected_cookie = false;
+        self.reissue = false;
+        self.seen_at = Some(now);
+    }
+
     /// The data as this request sees it, moved out of the stored record on first use: from
     /// then on the view is the data, and the stored record keeps only its header (version,
     /// deadlines, owner), which is all a commit reads of it.
@@ -619,8 +626,8 @@ impl Session {
     /// for the next commit.
     ///
     /// With `last`, the changed data is moved into the snapshot instead of copied: for a caller
-    /// that owns the only handle and drops it after the commit, so that nothing reads the view
-    /// in between.
+    /// that owns the only handle and drops it after the commit, so that nothing reads the handle
+    /// again (its view is gone, and its stored record may have lent the view its data).
     pub(crate) fn begin_commit(&self, last: bool) -> Pending {
         let mut state = self.state();
         let write = state.stored.is_none() || state.changes.touches_record();
@@ -669,18 +676,23 @@ impl Session {
                 return;
             }
             Ok(None) => None,
-            Ok(Some((token, change))) => {
-                let record = match (change, state.stored.take()) {
-                    (Stored::Record(record), _) => record,
-                    (Stored::Deadline(deadline), Some((_, mut record))) => {
-                        record.expires_at = deadline;
-                        record
-                    }
-                    (Stored::Same, Some((_, record))) => record,
-                    // The engine reports a deadline or no change only for a stored session.
-                    (_, None) => return,
+            Ok(Some((token, Stored::Record(record)))) => Some((token, record)),
+            Ok(Some((token, kept))) => {
+                // The data did not change, so the view, if a change made while the commit ran
+                // created one, is still the stored data with the later changes applied (and
+                // the stored record may have lent it its data): only the token and deadline
+                // move.
+                // The engine reports a deadline or no change only for a stored session.
+                let Some((stored_token, record)) = state.stored.as_mut() else {
+                    return;
                 };
-                Some((token, record))
+                *stored_token = token;
+                if let Stored::Deadline(deadline) = kept {
+                    record.expires_at = deadline;
+                }
+                state.changes = later;
+                state.settle(now);
+                return;
             }
         };
         state.owner = stored.as_ref().and_then(|(_, record)| record.owner.clone());
@@ -696,9 +708,7 @@ impl Session {
             }
         }
         state.changes = later;
-        state.rejected_cookie = false;
-        state.reissue = false;
-        state.seen_at = Some(now);
+        state.settle(now);
     }
 }
 
@@ -864,19 +874,43 @@ mod tests {
     }
 
     #[test]
-    fn the_handle_reads_its_changes_before_during_and_after_a_failed_commit() {
-        // The first change moves the stored data into the view; every read must go on seeing
-        // the data, with the change, whatever the commit does.
-        let s = stored(json!({"a": 1, "b": 2}));
-        s.insert("a", 10).expect("fits");
-        let expected = json!({"a": 10, "b": 2});
+    fn a_change_made_while_a_commit_runs_keeps_the_stored_data() {
+        // A change moves the stored data into the view. One made while a commit that rewrites
+        // nothing (a new id, a renewal) is in flight must not lose the data when that commit
+        // ends, whatever it reports; nor may a failed commit.
         let items = |s: &Session| serde_json::to_value(s.items().into_iter().collect::<Data>());
-        assert_eq!(items(&s).expect("json"), expected);
-        let pending = s.begin_commit(false);
-        assert_eq!(items(&s).expect("json"), expected, "while the commit runs");
-        s.end_commit(pending, Err(&Error::Gone), Timestamp::EPOCH);
-        assert_eq!(items(&s).expect("json"), expected, "after it failed");
-        assert_eq!(replay(&s, json!({"b": 3})).get("a"), Some(&json!(10)));
+        let expected = json!({"a": 1, "b": 2, "x": 3});
+        let outcomes = [
+            Some(Stored::Same),
+            Some(Stored::Deadline(Timestamp::from_unix_millis(5_000))),
+            None,
+        ];
+        for outcome in outcomes {
+            let s = stored(json!({"a": 1, "b": 2}));
+            s.cycle_id();
+            let pending = s.begin_commit(false);
+            s.clone().insert("x", 3).expect("fits");
+            assert_eq!(items(&s).expect("json"), expected, "while the commit runs");
+            let deadline = match &outcome {
+                Some(Stored::Deadline(deadline)) => Some(*deadline),
+                _ => None,
+            };
+            match outcome {
+                Some(kept) => {
+                    s.end_commit(pending, Ok(Some((Token::new("u"), kept))), Timestamp::EPOCH)
+                }
+                None => s.end_commit(pending, Err(&Error::Gone), Timestamp::EPOCH),
+            }
+            assert_eq!(items(&s).expect("json"), expected, "after the commit");
+            assert_eq!(s.changed_keys(), ["x"]);
+            if let Some(deadline) = deadline {
+                assert_eq!(s.expires_at(), Some(deadline));
+            }
+            // What the next commit writes: the stored data with the change.
+            let pending = s.begin_commit(false);
+            let written = serde_json::to_value(pending.data.expect("a write is due"));
+            assert_eq!(written.expect("json"), expected, "what is written next");
+        }
     }
 
     #[test]

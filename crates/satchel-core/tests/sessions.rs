@@ -292,12 +292,23 @@ async fn commit_last_writes_what_commit_writes_and_reports_every_cookie_change()
     );
     assert!(!other.is_modified(), "the commit took the changes");
 
-    // An earlier explicit commit's cookie change is reported by the last one.
+    // An earlier explicit commit's cookie change is reported by the last one, whether that
+    // one writes nothing or writes and asks for no cookie of its own.
     let session = sessions.load(Some(token)).await.expect("load");
     session.cycle_id();
     let cycled = sessions.commit(&session).await.expect("commit");
     assert!(matches!(cycled, CookieChange::Set { .. }));
     assert_eq!(sessions.commit_last(session).await.expect("commit"), cycled);
+    let CookieChange::Set { token, .. } = &cycled else {
+        unreachable!()
+    };
+    let session = sessions.load(Some(token.clone())).await.expect("load");
+    session.cycle_id();
+    let cycled = sessions.commit(&session).await.expect("commit");
+    session.insert("name", "grace").expect("insert");
+    let updates = store.updates();
+    assert_eq!(sessions.commit_last(session).await.expect("commit"), cycled);
+    assert_eq!(store.updates(), updates + 1, "the last commit wrote");
 }
 
 #[tokio::test]
