@@ -7,8 +7,10 @@
 //!   `invalidate` push when another connection changes, deletes or lets expire one of them.
 //!   The push handler forgets those keys.
 //! - **This process's writes.** `NOLOOP` spares the connection pushes about its own writes
-//!   (in the default mode; in broadcast mode Redis 7.0 credits a script's writes to the script
-//!   and reports them anyway). So the store settles each key it writes itself: a successful
+//!   (in the default mode, as checked on Redis 7.0.15; in broadcast mode Redis 7.0 credits a
+//!   script's writes to the script and reports them anyway, and a server that does so in the
+//!   default mode too only makes the cache forget what it kept: safe, but the next request
+//!   reads Redis). So the store settles each key it writes itself: a successful
 //!   `update` [replaces](LocalCache::replace) the cached record with the one it wrote, and every
 //!   other write forgets the key, when the reply comes or when the call fails, times out or is
 //!   dropped. A write drops the key from Redis's tracking table, the writer's own entry
@@ -20,7 +22,9 @@
 //!   shard's generation on, and a reply may fill the cache only if the generation is still the
 //!   ticket's. A change another connection makes before this process's write is reported
 //!   before that write's reply (one connection, one order), so a write whose ticket still
-//!   holds when its reply comes caches what Redis holds.
+//!   holds when its reply comes caches what Redis holds. That relies on the update script
+//!   writing every field a load reads (version, deadline, record, owner): a change made
+//!   before it is overwritten whole, even one Redis did not report (the key was not tracked).
 //! - **A lost connection** loses its tracking and any pushes in flight: the cache empties
 //!   itself and serves nothing until tracking is on again on the new connection. An operation
 //!   that times out or fails on I/O counts as a lost connection (it may be one that died
@@ -44,7 +48,8 @@ use satchel_core::{Record, Timestamp};
 /// generation bump rarely spoils a concurrent read of another key.
 const SHARDS: usize = 256;
 
-/// How long a record is served after it was read from Redis. Pushes keep the cache fresh; this
+/// How long a record is served after the read or write that put it in the cache was sent.
+/// Pushes keep the cache fresh; this
 /// bounds how stale it can get if the connection dies without a sign (a network partition, a
 /// frozen server) while every request is a hit and nothing notices.
 const MAX_AGE: Duration = Duration::from_secs(5);
@@ -63,7 +68,8 @@ pub struct CacheStats {
     pub hits: u64,
     /// Loads that went to Redis while tracking was on.
     pub misses: u64,
-    /// Keys Redis reported changed by another connection, whether cached or not.
+    /// Keys Redis reported changed (by another connection, or dropped from its tracking table
+    /// to make room), whether cached or not.
     pub invalidations: u64,
     /// Times the cache emptied itself: its connection was lost, an operation timed out or
     /// failed on I/O, or Redis was flushed.
@@ -106,7 +112,7 @@ struct Shard {
 
 struct Entry {
     record: Record,
-    /// When the read that found the record was sent.
+    /// When the read that found the record, or the write that stored it, was sent.
     read_at: Instant,
 }
 
@@ -149,7 +155,7 @@ pub(crate) struct LocalCache {
     state: AtomicU64,
     /// An attempt to turn tracking on is running; at most one at a time.
     enabling: AtomicBool,
-    /// How long a record is served after it was read ([`MAX_AGE`]).
+    /// How long a record is served after it was read or written ([`MAX_AGE`]).
     max_age: Duration,
     /// No attempt to turn tracking on starts before this (after a failed one).
     not_before: Mutex<Option<Instant>>,
@@ -514,12 +520,16 @@ mod tests {
         cache.replace("k", write, record(3));
         assert_eq!(hit(&cache, "k"), None);
 
-        // So does one while tracking is off, and then there is no ticket to take.
+        // So does one whose connection was lost meanwhile, even once tracking is back on.
         let write = cache.ticket("k").expect("tracking");
         cache.lose();
+        assert!(
+            cache.ticket("k").is_none(),
+            "no ticket while tracking is off"
+        );
         cache.replace("k", write, record(4));
-        assert!(cache.ticket("k").is_none());
-        assert!(matches!(cache.lookup("k", now()), Lookup::Miss(None)));
+        cache.claim_enabling().expect("off").finish(true);
+        assert_eq!(hit(&cache, "k"), None);
     }
 
     #[test]

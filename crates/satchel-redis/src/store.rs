@@ -125,7 +125,9 @@ impl RedisStore {
     /// asks Redis to report changes to the keys this connection reads (`CLIENT TRACKING ON
     /// NOLOOP`, over RESP3) and forgets those keys. It keeps the record an `update` wrote, and
     /// forgets every other key it writes itself (touched, moved, deleted), even when the write
-    /// fails, times out or is cancelled.
+    /// fails, times out or is cancelled. (Checked on Redis 7.0.15. A server that reported a
+    /// connection's own script writes back to it despite `NOLOOP` would only make the cache
+    /// forget what it kept: still correct, but a write would cost two round trips again.)
     ///
     /// The price is a short staleness window: a change made through another connection (another
     /// server, the CLI, "log out everywhere" run elsewhere) reaches this cache with Redis's
@@ -348,8 +350,9 @@ impl RedisStore {
     }
 
     /// `CLIENT TRACKING ON NOLOOP`, after `OFF`: an operation that timed out may have left
-    /// tracking on, with keys tracked before, on a connection that still lives; `OFF` makes
-    /// Redis forget them, and the cache is empty whenever tracking is turned on.
+    /// tracking on a connection that still lives. Redis may still report keys read before
+    /// (it drops them from its table lazily), which only makes the cache forget keys it does
+    /// not hold: it is empty whenever tracking is turned on.
     async fn track(&self) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         let ((), ()) = redis::pipe()
@@ -552,10 +555,11 @@ struct Forget<'a> {
 }
 
 impl Forget<'_> {
-    /// Caches `record`, which this store just wrote under the one key, instead of forgetting
-    /// it (see [`LocalCache::replace`]).
+    /// Caches `record`, which this store just wrote under the guard's one key, instead of
+    /// forgetting it (see [`LocalCache::replace`]). A guard over several keys forgets them all.
     fn replace(mut self, ticket: Ticket, record: Record) {
-        if let (Some(cache), [key]) = (self.cache.take(), self.keys) {
+        let [key] = self.keys else { return };
+        if let Some(cache) = self.cache.take() {
             cache.replace(key, ticket, record);
         }
     }
@@ -802,21 +806,17 @@ impl Store for RedisStore {
             let deadline = millis(record.expires_at).to_string();
             let owner = wire_owner(record.owner.as_deref());
             let (mut indexed, mut cover) = (String::new(), String::new());
-            let mut followed = false;
             for _ in 0..ROUNDS {
                 let key = self.keys.record(&at);
                 let keys = [key.as_str()];
                 // The cache forgets the key whatever becomes of this call, unless the write
-                // succeeds where the token points (the only records `load` caches): then it
-                // keeps the record written, so the next request costs no round trip.
+                // succeeds: then it keeps the record written, under the key written (the one a
+                // token naming it loads), so the next request costs no round trip.
                 let forget = Forget {
                     cache: self.cache(),
                     keys: &keys,
                 };
-                let ticket = self
-                    .cache()
-                    .filter(|_| !followed)
-                    .and_then(|cache| cache.ticket(&key));
+                let ticket = self.cache().and_then(|cache| cache.ticket(&key));
                 let reply = self
                     .eval(
                         &scripts::UPDATE,
@@ -837,8 +837,12 @@ impl Store for RedisStore {
                 match reply {
                     Reply::Ok(_) => {
                         if let Some(ticket) = ticket {
+                            // As a load would read it back: the new version, and the deadline
+                            // as Redis holds it.
                             let mut written = record.clone();
                             written.version = record.version.wrapping_add(1);
+                            written.expires_at =
+                                Timestamp::from_unix_millis(millis(record.expires_at));
                             forget.replace(ticket, written);
                         }
                         return Ok(None);
@@ -849,10 +853,7 @@ impl Store for RedisStore {
                             expected: record.version,
                         });
                     }
-                    Reply::Moved(tag) => {
-                        at = Self::follow(at, &tag).ok_or(Error::Gone)?;
-                        followed = true;
-                    }
+                    Reply::Moved(tag) => at = Self::follow(at, &tag).ok_or(Error::Gone)?,
                     Reply::NeedIndex(..) => {
                         let Some(name) = record.owner.as_deref() else {
                             return Err(unexpected("a request to index a session without owner"));

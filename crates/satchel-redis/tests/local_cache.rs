@@ -286,16 +286,32 @@ async fn a_failed_compare_and_set_makes_the_next_load_read_redis() {
 
 #[tokio::test]
 async fn a_cached_store_can_move_to_another_prefix() {
-    let Some((cached, _, clock)) = pair().await else {
+    let Some((cached, plain, clock)) = pair().await else {
         return;
     };
-    // Redis tracks the keys the connection reads, whatever their prefix.
-    let moved = cached
-        .with_prefix(&format!("{}moved:", common::unique_prefix()))
-        .expect("a valid prefix");
+    // Redis tracks the keys the connection reads, whatever their prefix: a change made
+    // elsewhere under the new one reaches the cache with a push, not with the 5 s age bound.
+    let prefix = format!("{}moved:", common::unique_prefix());
+    let moved = cached.with_prefix(&prefix).expect("a valid prefix");
+    let plain = plain.with_prefix(&prefix).expect("a valid prefix");
     let token = created(&moved, &clock, 7).await;
     moved.load(&token).await.expect("load").expect("live");
-    assert_eq!(n(&until_cached(&moved, &token).await), Some(7));
+    let mut theirs = until_cached(&moved, &token).await;
+    assert_eq!(n(&theirs), Some(7));
+    theirs.data.insert("n".into(), json!(8));
+    plain
+        .update(&token, &theirs)
+        .await
+        .expect("update elsewhere");
+    let start = Instant::now();
+    load_until(&moved, &token, "an update elsewhere", |found| {
+        found.as_ref().and_then(n) == Some(8)
+    })
+    .await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "reported by a push"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,8 +130,8 @@ const KNOWN: &str = "memory, file, sqlite, redb, postgres (postgresql), mysql (m
 /// Redis URLs take three parameters of Satchel's own, removed before the URL reaches the client:
 /// `prefix=` (the key prefix, default `satchel:`), `timeout_ms=` (the per-operation timeout,
 /// default 2000) and, on a single server, `local_cache=` (a number of records: connect with
-/// `RedisStore::connect_with_local_cache`, which serves sessions this process has read
-/// without a round trip). Redis stores have no `purge` (Redis expires records itself) and no
+/// `RedisStore::connect_with_local_cache`, which serves sessions this process has read or
+/// written without a round trip). Redis stores have no `purge` (Redis expires records itself) and no
 /// `list`.
 ///
 /// Cookie URLs take `mode=` (`private`, the default, or `signed`), `key=` (the key in base64;
