@@ -179,7 +179,7 @@ impl State {
     }
 
     /// Marks a commit done at `now`: the cookie was dealt with, and renewal is judged from now.
-    fn settle(&mut self, now: Timestamp) {
+    fn mark_committed(&mut self, now: Timestamp) {
         self.rejected_cookie = false;
         self.reissue = false;
         self.seen_at = Some(now);
@@ -691,7 +691,7 @@ impl Session {
                     record.expires_at = deadline;
                 }
                 state.changes = later;
-                state.settle(now);
+                state.mark_committed(now);
                 return;
             }
         };
@@ -708,7 +708,7 @@ impl Session {
             }
         }
         state.changes = later;
-        state.settle(now);
+        state.mark_committed(now);
     }
 }
 
