@@ -681,8 +681,7 @@ impl Session {
                 // The data did not change, so the view, if a change made while the commit ran
                 // created one, is still the stored data with the later changes applied (and
                 // the stored record may have lent it its data): only the token and deadline
-                // move.
-                // The engine reports a deadline or no change only for a stored session.
+                // move. The engine reports a deadline or no change only for a stored session.
                 let Some((stored_token, record)) = state.stored.as_mut() else {
                     return;
                 };

@@ -49,9 +49,9 @@ use satchel_core::{Record, Timestamp};
 const SHARDS: usize = 256;
 
 /// How long a record is served after the read or write that put it in the cache was sent.
-/// Pushes keep the cache fresh; this
-/// bounds how stale it can get if the connection dies without a sign (a network partition, a
-/// frozen server) while every request is a hit and nothing notices.
+/// Pushes keep the cache fresh; this bounds how stale it can get if the connection dies without
+/// a sign (a network partition, a frozen server) while every request is a hit and nothing
+/// notices.
 const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// How long after a failed attempt to turn tracking on the next may start.
@@ -113,7 +113,7 @@ struct Shard {
 struct Entry {
     record: Record,
     /// When the read that found the record, or the write that stored it, was sent.
-    read_at: Instant,
+    sent_at: Instant,
 }
 
 /// Hashes a key by its last eight bytes. Every key ends in the hex of a SHA-256 of a random id
@@ -231,7 +231,7 @@ impl LocalCache {
         }
         match shard.records.get(key) {
             Some(entry)
-                if !entry.record.is_expired(now) && entry.read_at.elapsed() < self.max_age =>
+                if !entry.record.is_expired(now) && entry.sent_at.elapsed() < self.max_age =>
             {
                 let record = entry.record.clone();
                 drop(shard);
@@ -269,7 +269,7 @@ impl LocalCache {
         if shard.generation == ticket.generation && self.tracking() {
             let entry = Entry {
                 record: record.clone(),
-                read_at: ticket.taken,
+                sent_at: ticket.taken,
             };
             self.insert(&mut shard, key, entry);
         }
@@ -300,7 +300,7 @@ impl LocalCache {
         if untouched && self.tracking() {
             let entry = Entry {
                 record,
-                read_at: ticket.taken,
+                sent_at: ticket.taken,
             };
             self.insert(&mut shard, key, entry);
         } else {
