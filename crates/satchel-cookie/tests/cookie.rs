@@ -329,7 +329,8 @@ async fn bad_cookies_get_a_fresh_session_never_a_panic() {
         format!("id={foreign}").into_bytes(),
         format!("id={signed}").into_bytes(),
         format!("id={}", "A".repeat(5000)).into_bytes(),
-        format!("id={}", valid.replace('A', "+")).into_bytes(),
+        // One character outside the URL-safe alphabet (the cookie never holds a '+').
+        format!("id={}+{}", &valid[..8], &valid[9..]).into_bytes(),
         b"id=\xff\xfe\xfd".to_vec(),
         [b"id=".as_slice(), &valid.as_bytes()[..20], b"\xc3\x28"].concat(),
     ];
