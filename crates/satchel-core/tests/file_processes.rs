@@ -215,7 +215,9 @@ fn sigkilled_writers_never_leave_a_partial_session_file() {
     eprintln!(
         "crash test: {KILLS} kills in {killing:.1?}, {writes} writes seen, left {sessions} session files (all whole), {temps} temporary files, {locks} lock files"
     );
-    assert!(writes >= KILLS as u64, "the children got to write");
+    // Four kills in five wait for a write first; the others may land before any.
+    let awaited = KILLS - KILLS.div_ceil(5);
+    assert!(writes >= awaited as u64, "the children got to write");
     assert!(sessions > 0);
 
     // The store reads them all, and a purge ten minutes on removes the temporary files.

@@ -72,8 +72,11 @@ async fn live_storage_in_chromium() {
             json!([]),
         )
         .await;
+    // Two messages: wait for both, not for the first with the second in flight.
+    let tab1_key = tab1_id.as_str().expect("tab").to_owned();
     let read = wait_read(&http, &server, &cookie, |v| {
         v["local"]["prefs"] == r#"{"dark":true}"#
+            && v["tabs"][tab1_key.as_str()]["draft"] == "hello"
     })
     .await;
     assert_eq!(
@@ -105,8 +108,9 @@ async fn live_storage_in_chromium() {
             json!([]),
         )
         .await;
+    let tab2_key = tab2_id.as_str().expect("tab").to_owned();
     let read = wait_read(&http, &server, &cookie, |v| {
-        v["local"]["shared"] == "from tab 2"
+        v["local"]["shared"] == "from tab 2" && v["tabs"][tab2_key.as_str()]["mine"] == "tab 2"
     })
     .await;
     assert_eq!(read["tabs"].as_object().expect("tabs").len(), 2);

@@ -185,29 +185,37 @@ impl PrivateRedis {
 
     /// [`PrivateRedis::start`], with more `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Option<Self> {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "satchel-redis-outage-{}-{port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create a directory for redis-server");
-        let mut server = Self {
-            child: None,
-            port,
-            dir,
-            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
-        };
-        match server.spawn() {
-            Ok(()) => Some(server),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!("skipped: install redis-server (on PATH) to run the outage tests");
-                None
+        // A free port may be taken by another test between our probe and the server's bind;
+        // then our server exits and we try another port.
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!(
+                "satchel-redis-outage-{}-{port}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).expect("create a directory for redis-server");
+            let mut server = Self {
+                child: None,
+                port,
+                dir,
+                extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+            };
+            match server.spawn() {
+                Ok(true) => return Some(server),
+                Ok(false) => continue,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!("skipped: install redis-server (on PATH) to run the outage tests");
+                    return None;
+                }
+                Err(error) => panic!("cannot start redis-server: {error}"),
             }
-            Err(error) => panic!("cannot start redis-server: {error}"),
         }
+        panic!("redis-server found no free port in 5 tries");
     }
 
-    fn spawn(&mut self) -> std::io::Result<()> {
+    /// Starts the child and waits until it answers: `Ok(false)` if it exited instead (its port
+    /// was taken).
+    fn spawn(&mut self) -> std::io::Result<bool> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
@@ -220,22 +228,25 @@ impl PrivateRedis {
             .stderr(Stdio::null())
             .spawn()?;
         self.child = Some(child);
-        self.wait_until_up();
-        Ok(())
+        Ok(self.wait_until_up())
     }
 
-    fn wait_until_up(&self) {
+    /// Waits until the server on our port is our child (`INFO` names its pid, so a server
+    /// another test started on the same port does not count); `false` if the child exited.
+    fn wait_until_up(&mut self) -> bool {
+        let pid = self.child.as_ref().expect("spawned").id();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                use std::io::{Read, Write};
-                let mut reply = [0u8; 7];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut reply).is_ok()
-                    && &reply == b"+PONG\r\n"
-                {
-                    return;
-                }
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|child| !matches!(child.try_wait(), Ok(None)));
+            if exited {
+                self.child = None;
+                return false;
+            }
+            if server_pid(self.port) == Some(pid) {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -260,15 +271,12 @@ impl PrivateRedis {
         self.kill();
         // The port was ours a moment ago; retry briefly in case the kernel holds it.
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            self.spawn().expect("restart redis-server");
-            let alive = self
-                .child
-                .as_mut()
-                .is_some_and(|child| matches!(child.try_wait(), Ok(None)));
-            if alive || Instant::now() > deadline {
-                return;
-            }
+        while !self.spawn().expect("restart redis-server") {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server cannot get its port {} back",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -297,6 +305,24 @@ impl Drop for PrivateRedis {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The process id of the Redis server listening on `port`, if one answers `INFO server`.
+fn server_pid(port: u16) -> Option<u32> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut header = String::new();
+    reader.read_line(&mut header).ok()?;
+    let len: usize = header.trim_end().strip_prefix('$')?.parse().ok()?;
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
 }
 
 /// A loopback port nobody listens on right now.
