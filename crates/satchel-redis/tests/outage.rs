@@ -110,8 +110,8 @@ async fn killing_redis_mid_load_gets_503s_and_the_app_recovers_when_it_returns()
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     down.store(true, Ordering::SeqCst);
-    // Killing and restarting wait on the process: off the runtime's workers, which the
-    // clients keep busy.
+    // Killing and restarting block on the process: `block_in_place` hands this worker's
+    // other tasks (the clients) to another thread meanwhile.
     tokio::task::block_in_place(|| redis.kill());
     // While it is down, every store operation fails fast and says so.
     tokio::time::sleep(Duration::from_millis(300)).await;
