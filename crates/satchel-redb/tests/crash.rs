@@ -197,37 +197,22 @@ fn killed_mid_write_the_database_opens_and_every_record_decodes() {
         // Once it has opened the database, let it write for a while, then kill it mid-write.
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.ends_with(READY) => break,
-                Ok(line) => seen.push(line),
-                Err(error) => {
-                    let _ = child.kill();
-                    panic!(
-                        "round {round}: the writer did not open the database ({error}); its output: {seen:?}"
-                    );
-                }
-            }
+        if let Err(error) = receive_until(&lines, deadline, &mut seen, |line| line.ends_with(READY))
+        {
+            let _ = child.kill();
+            panic!(
+                "round {round}: the writer did not open the database ({error}); its output: {seen:?}"
+            );
         }
         // Two rounds in three wait for a first acknowledged write (however slow the disk), so
         // that those kills land among later writes; the others may land before any.
         let mut early = Vec::new();
-        if round % 3 != 0 {
-            loop {
-                match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(line) => {
-                        let witnessed = line.contains(WITNESS);
-                        early.push(line);
-                        if witnessed {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        let _ = child.kill();
-                        panic!("round {round}: the writer acknowledged no write ({error})");
-                    }
-                }
-            }
+        if round % 3 != 0
+            && let Err(error) =
+                receive_until(&lines, deadline, &mut early, |line| line.contains(WITNESS))
+        {
+            let _ = child.kill();
+            panic!("round {round}: the writer acknowledged no write ({error})");
         }
         std::thread::sleep(Duration::from_millis(30 + u64::from(round * 37 % 70)));
         child.kill().expect("SIGKILL");
@@ -251,6 +236,23 @@ fn killed_mid_write_the_database_opens_and_every_record_decodes() {
         rounds_that_wrote >= usize::try_from(awaited).expect("small"),
         "the writer got to write in too few rounds: {witnesses_per_round:?}"
     );
+}
+
+/// Receives lines into `seen` until one passes `until` (kept too), or `deadline` passes.
+fn receive_until(
+    lines: &mpsc::Receiver<String>,
+    deadline: Instant,
+    seen: &mut Vec<String>,
+    until: impl Fn(&str) -> bool,
+) -> Result<(), mpsc::RecvTimeoutError> {
+    loop {
+        let line = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))?;
+        let done = until(&line);
+        seen.push(line);
+        if done {
+            return Ok(());
+        }
+    }
 }
 
 /// After a kill: the file opens, every record decodes, the indexes match the records exactly,
