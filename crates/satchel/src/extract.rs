@@ -75,24 +75,37 @@ impl IntoResponse for SessionRejection {
 }
 
 async fn load(parts: &Parts) -> Result<satchel_core::Session, SessionRejection> {
-    let Some(slot) = parts.extensions.get::<Arc<Slot>>() else {
+    let Some((kept, shared)) =
+        Slot::with_current(|slot| (slot.session(), Arc::clone(&slot.shared)))
+    else {
         tracing::error!(
             target: "satchel",
             "a handler extracted a Session, but no SessionLayer wraps this route; add `.layer(SessionLayer::new(store))`"
+
         );
         return Err(SessionRejection(
             (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response(),
         ));
     };
-    if let Some(session) = slot.session() {
+    if let Some(session) = kept {
         return Ok(session);
     }
-    let shared = &slot.shared;
     let token = shared.cookie.find(&parts.headers).map(Token::new);
-    match shared.sessions.load(token).await {
-        Ok(loaded) => Ok(slot.keep(loaded)),
-        Err(error) => Err(SessionRejection((shared.error_response)(&error))),
-    }
+    let loaded = match shared.sessions.load(token).await {
+        Ok(loaded) => loaded,
+        Err(error) => return Err(SessionRejection((shared.error_response)(&error))),
+    };
+    // The slot is still there: this future runs inside the layer's, which lends the slot to
+    // the task while it polls the handler.
+    Slot::with_current(|slot| slot.keep(loaded)).ok_or_else(|| {
+        tracing::error!(
+            target: "satchel",
+            "a Session extraction was moved out of the request it began in; the session is not kept"
+        );
+        SessionRejection(
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response(),
+        )
+    })
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {

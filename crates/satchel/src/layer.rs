@@ -1,9 +1,10 @@
 //! The tower layer: reads the session cookie, commits what handlers changed, writes the cookie.
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum_core::body::Body;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, SET_COOKIE, VARY};
 use http::{HeaderValue, Request};
 use satchel_core::{Clock, CookieChange, Error, Expiry, Retry, Sessions, Store};
+use tokio::task::futures::TaskLocalFuture;
 
 use crate::cookie::{CookieError, CookieSettings, RenderedCookie};
 
@@ -26,32 +28,39 @@ pub(crate) struct Shared {
 
 /// What the layer hands the extractors for one request. The session is created only when a
 /// handler asks for it.
+///
+/// The slot lives inside the layer's response future and is lent to the request's task while
+/// the inner service is polled (a tokio task-local, which is plain thread-local storage swapped
+/// in and out around each poll): a request that never extracts the session costs no
+/// allocation. The extractors run inside that future, so they always find it.
 pub(crate) struct Slot {
     pub(crate) shared: Arc<Shared>,
-    session: Mutex<Option<satchel_core::Session>>,
+    session: Cell<Option<satchel_core::Session>>,
+}
+
+tokio::task_local! {
+    static SLOT: Slot;
 }
 
 impl Slot {
+    /// Runs `f` on the slot of the request being served, if a [`SessionLayer`] serves it.
+    pub(crate) fn with_current<R>(f: impl FnOnce(&Slot) -> R) -> Option<R> {
+        SLOT.try_with(f).ok()
+    }
+
     /// The session of this request, if a handler has asked for it.
     pub(crate) fn session(&self) -> Option<satchel_core::Session> {
-        self.lock().clone()
+        let session = self.session.take();
+        self.session.set(session.clone());
+        session
     }
 
     /// Keeps `loaded` as this request's session, unless another extraction in the same request
     /// got there first; returns the one kept.
     pub(crate) fn keep(&self, loaded: satchel_core::Session) -> satchel_core::Session {
-        self.lock().get_or_insert(loaded).clone()
-    }
-
-    fn take(&self) -> Option<satchel_core::Session> {
-        self.lock().take()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<satchel_core::Session>> {
-        // Only clones and swaps happen under this lock; a poisoned one holds a whole value.
-        self.session
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let kept = self.session.take().unwrap_or(loaded);
+        self.session.set(Some(kept.clone()));
+        kept
     }
 }
 
@@ -73,8 +82,8 @@ pub fn default_error_response(error: &Error) -> Response {
 ///
 /// Per request, the layer:
 ///
-/// 1. does nothing up front: no cookie parsing, no store I/O, no `Set-Cookie` for handlers
-///    that never extract the session;
+/// 1. does nothing up front: no cookie parsing, no store I/O, no allocation, no `Set-Cookie`
+///    for handlers that never extract the session;
 /// 2. when a handler extracts [`Session`](crate::Session), reads the cookie and loads the
 ///    record; a malformed, forged, unknown or ended cookie gets a fresh session (and a `warn`),
 ///    never the client's chosen id and never an error page;
@@ -85,6 +94,12 @@ pub fn default_error_response(error: &Error) -> Response {
 ///    destroyed, and adds `Vary: Cookie` (and, when it sets a cookie on a response without
 ///    `Cache-Control`, `Cache-Control: no-cache="Set-Cookie"`);
 /// 5. if the store fails, answers with [`default_error_response`] or the app's own.
+///
+/// The extractors find the request's session through a tokio task-local that the layer's
+/// response future sets while it polls the inner service. Middleware in between (including
+/// `tower::buffer::Buffer`, whose worker hands the future back to the request's task) does not
+/// change that; an extraction moved into a task of its own (`tokio::spawn`) finds no session and
+/// answers `500` with an error in the log, as a route without the layer does.
 ///
 /// # Examples
 ///
@@ -254,15 +269,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let slot = Arc::new(Slot {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let slot = Slot {
             shared: Arc::clone(&self.shared),
-            session: Mutex::new(None),
-        });
-        request.extensions_mut().insert(Arc::clone(&slot));
+            session: Cell::new(None),
+        };
         ResponseFuture {
-            inner: self.inner.call(request),
-            slot: Some(slot),
+            inner: SLOT.scope(slot, self.inner.call(request)),
             commit: None,
         }
     }
@@ -272,8 +285,7 @@ pin_project_lite::pin_project! {
     /// The response future of [`SessionService`].
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
-        slot: Option<Arc<Slot>>,
+        inner: TaskLocalFuture<Slot, F>,
         commit: Option<Pin<Box<dyn Future<Output = Response> + Send>>>,
     }
 }
@@ -287,33 +299,29 @@ where
     type Output = Result<Response, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         if let Some(commit) = this.commit {
             return commit.as_mut().poll(cx).map(Ok);
         }
-        let mut response = ready!(this.inner.poll(cx))?.map(Body::new);
+        let mut response = ready!(this.inner.as_mut().poll(cx))?.map(Body::new);
         // No handler touched the session: nothing to load, save or send.
-        let Some((slot, session)) = this
-            .slot
-            .take()
-            .and_then(|slot| slot.take().map(|s| (slot, s)))
-        else {
+        let Some(slot) = this.inner.take_value() else {
+            return Poll::Ready(Ok(response));
+        };
+        let shared = slot.shared;
+        let Some(session) = slot.session.into_inner() else {
             return Poll::Ready(Ok(response));
         };
         add_vary_cookie(&mut response);
         // After a server error, whatever the handler changed is not saved (a commit the handler
         // made itself has happened, though, and its cookie is still sent).
         let settled = response.status().is_server_error()
-            || slot
-                .shared
-                .sessions
-                .try_commit_without_io(&session)
-                .is_some();
+            || shared.sessions.try_commit_without_io(&session).is_some();
         if settled {
-            set_cookie(&slot.shared, session.take_cookie_change(), &mut response);
+            set_cookie(&shared, session.take_cookie_change(), &mut response);
             return Poll::Ready(Ok(response));
         }
-        let mut commit = Box::pin(finish(slot, session, response));
+        let mut commit = Box::pin(finish(shared, session, response));
         let poll = commit.as_mut().poll(cx);
         *this.commit = Some(commit);
         poll.map(Ok)
@@ -321,8 +329,12 @@ where
 }
 
 /// Commits the request's session and sets the cookie on the response.
-async fn finish(slot: Arc<Slot>, session: satchel_core::Session, response: Response) -> Response {
-    let shared = &slot.shared;
+async fn finish(
+    shared: Arc<Shared>,
+    session: satchel_core::Session,
+    response: Response,
+) -> Response {
+    let shared = &*shared;
     match shared.sessions.commit_last(session).await {
         Ok(change) => {
             let mut response = response;

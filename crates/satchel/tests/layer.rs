@@ -248,6 +248,74 @@ async fn two_extractions_in_one_request_share_one_session() {
     assert!(reply.set_cookie().is_some());
 }
 
+/// The layer lends the request's session slot to the task while it polls the inner service, so
+/// the extractor finds it through middleware in between, including a `Buffer`, whose worker
+/// task calls the inner service but hands the future back to the request's task to poll.
+#[tokio::test]
+async fn the_session_is_found_through_middleware_and_a_buffer() {
+    async fn pass_through(
+        request: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        tokio::task::yield_now().await;
+        next.run(request).await
+    }
+    let app = satchel_conformance::http::routes()
+        .layer(axum::middleware::from_fn(pass_through))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    |_: tower::BoxError| async { StatusCode::SERVICE_UNAVAILABLE },
+                ))
+                .layer(tower::buffer::BufferLayer::new(8)),
+        )
+        .layer(SessionLayer::new(MemoryStore::new()));
+    let mut client = Client::new(app);
+    assert_eq!(client.get("/incr/a").await.body, "1");
+    assert!(client.cookie.is_some());
+    assert_eq!(client.get("/incr/a").await.body, "2");
+    assert_eq!(client.get("/get/a").await.body, "2");
+}
+
+/// A layer nested inside another serves the routes it wraps; the outer one, which no handler
+/// used, neither loads nor sets anything.
+#[tokio::test]
+async fn a_nested_layer_serves_its_own_routes() {
+    let outer = MemoryStore::new();
+    let inner = MemoryStore::new();
+    let inner_cookie = CookieSettings::new().with_name("inner");
+    let app = Router::new()
+        .route(
+            "/outer",
+            get(|session: Session| async move { session.insert("side", "outer").map(|_| "ok") }),
+        )
+        .nest(
+            "/in",
+            satchel_conformance::http::routes().layer(
+                SessionLayer::new(inner.clone())
+                    .with_cookie(inner_cookie)
+                    .expect("valid cookie"),
+            ),
+        )
+        .layer(SessionLayer::new(outer.clone()));
+    // The client asserts that every `Set-Cookie` it gets names the inner cookie.
+    let mut client = Client::named(app.clone(), "inner");
+    let reply = client.get("/in/insert/side/inner").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.set_cookie().is_some(),
+        "the inner layer sets its cookie"
+    );
+    assert_eq!((inner.len(), outer.len()), (1, 0));
+    assert_eq!(client.get("/in/get/side").await.body, "\"inner\"");
+    let reply = request(&app, "/outer", None).await;
+    assert_eq!(
+        reply.set_cookie().map(|set| set.name),
+        Some("id".to_owned())
+    );
+    assert_eq!((inner.len(), outer.len()), (1, 1));
+}
+
 #[tokio::test]
 async fn vary_and_cache_control_are_added_once_and_never_override() {
     async fn with_headers(session: Session) -> impl IntoResponse {
