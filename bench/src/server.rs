@@ -5,7 +5,6 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
@@ -52,21 +51,17 @@ pub(crate) fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut ports = BTreeMap::new();
         for contender in selected {
-            let app = (contender.build)()
+            let serve = contender
+                .app()
                 .await
                 .with_context(|| format!("cannot build contender {}", contender.name))?;
             let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
                 .await
                 .context("cannot bind a loopback port")?;
             let port = listener.local_addr()?.port();
-            let listener = listener.tap_io(|stream| {
-                // Nagle's algorithm would hold back small responses; failing to turn it off
-                // only makes this contender slower, which the report would show.
-                let _ = stream.set_nodelay(true);
-            });
             let name = contender.name;
             tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, app).await {
+                if let Err(error) = serve(listener).await {
                     eprintln!("satchel-bench server: {name} stopped: {error}");
                 }
             });

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::routing::get;
 
 use super::{
-    BuildFuture, Contender, Target, hello, satchel_router, tower_sessions_read,
+    Build, BuildFuture, Contender, Target, hello, satchel_router, tower_sessions_read,
     tower_sessions_setup, tower_sessions_write,
 };
 
@@ -26,7 +26,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "cookie-signed-read",
         summary: "satchel CookieSessions::signed (HMAC-SHA256, record in the cookie): read one \
                   integer",
-        build: satchel_signed_app,
+        build: Build::Router(satchel_signed_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::Versus(READ_VERSUS),
@@ -35,7 +35,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "cookie-signed-write",
         summary: "satchel CookieSessions::signed (HMAC-SHA256, record in the cookie): increment \
                   one integer (a new cookie on every response)",
-        build: satchel_signed_app,
+        build: Build::Router(satchel_signed_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::Versus(WRITE_VERSUS),
@@ -44,7 +44,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "cookie-private-read",
         summary: "satchel CookieSessions::private (XChaCha20-Poly1305, record in the cookie): \
                   read one integer",
-        build: satchel_private_app,
+        build: Build::Router(satchel_private_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::Versus(READ_VERSUS),
@@ -53,7 +53,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "cookie-private-write",
         summary: "satchel CookieSessions::private (XChaCha20-Poly1305, record in the cookie): \
                   increment one integer (a new cookie on every response)",
-        build: satchel_private_app,
+        build: Build::Router(satchel_private_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::Versus(WRITE_VERSUS),
@@ -62,7 +62,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "tower-sessions-signed-read",
         summary: "tower-sessions 0.15 over its MemoryStore with a signed cookie (with_signed): \
                   read one integer",
-        build: tower_sessions_signed_app,
+        build: Build::Router(tower_sessions_signed_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::None,
@@ -71,7 +71,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "tower-sessions-signed-write",
         summary: "tower-sessions 0.15 over its MemoryStore with a signed cookie (with_signed): \
                   increment one integer (get + insert)",
-        build: tower_sessions_signed_app,
+        build: Build::Router(tower_sessions_signed_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::None,

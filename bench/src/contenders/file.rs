@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse};
 use axum::routing::get;
 
-use super::{BODY, BuildFuture, Contender, Reply, Target, hello, satchel_router};
+use super::{BODY, Build, BuildFuture, Contender, Reply, Target, hello, satchel_router};
 
 /// The raw contenders' goal for Satchel: at least two thirds of the same I/O done by hand.
 const GOAL: f64 = super::RAW_GOAL;
@@ -27,7 +27,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "file-read",
         summary: "satchel FileStore in a temp dir: read one integer (goal: ≥ 0.667× raw-file-read)",
-        build: file_read_app,
+        build: Build::Router(file_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::AtLeastOf {
@@ -38,7 +38,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "file-write",
         summary: "satchel FileStore in a temp dir: increment one integer (goal: ≥ 0.667× raw-file-write)",
-        build: file_write_app,
+        build: Build::Router(file_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::AtLeastOf {
@@ -49,7 +49,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "raw-file-read",
         summary: "no session layer: read the connection's file (spawn_blocking; open + read)",
-        build: raw_read_app,
+        build: Build::Router(raw_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::None,
@@ -57,7 +57,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "raw-file-write",
         summary: "no session layer: read, then write a temp file + fsync + rename + fsync the directory (spawn_blocking)",
-        build: raw_write_app,
+        build: Build::Router(raw_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::None,

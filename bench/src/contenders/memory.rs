@@ -13,18 +13,19 @@ use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest as _, Sha256};
+use tower::Layer as _;
 
 use super::sqlite::{raw_new_row, raw_row_id};
 use super::{
-    BASELINE, BODY, BuildFuture, Contender, Reply, Target, bare_app, bare_router, hello,
-    satchel_app, tower_sessions_app,
+    AroundFuture, BASELINE, BODY, Build, BuildFuture, Contender, Reply, Target, bare_app,
+    bare_router, hello, satchel_app, satchel_routes, serve_around, tower_sessions_app,
 };
 
 pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: BASELINE,
         summary: "bare axum, no session layer (the ceiling)",
-        build: bare_app,
+        build: Build::Router(bare_app),
         setup_path: None,
         path: "/",
         target: Target::None,
@@ -32,7 +33,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "satchel-untouched",
         summary: "satchel SessionLayer over MemoryStore; the handler does not extract the session",
-        build: satchel_app,
+        build: Build::Router(satchel_app),
         setup_path: None,
         path: "/",
         target: Target::AtLeast(0.98),
@@ -41,7 +42,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "noop-layer",
         summary: "bare axum behind an identity layer (tower's MapResponse): what wrapping a \
                   router in any layer costs, the floor under satchel-untouched",
-        build: noop_layer_app,
+        build: Build::Router(noop_layer_app),
         setup_path: None,
         path: "/",
         target: Target::Versus(&["satchel-untouched"]),
@@ -49,7 +50,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "satchel-read",
         summary: "satchel: extract the session and read one integer",
-        build: satchel_app,
+        build: Build::Router(satchel_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::AtLeast(0.95),
@@ -57,7 +58,41 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "satchel-write",
         summary: "satchel: extract the session and increment one integer (Session::update)",
-        build: satchel_app,
+        build: Build::Router(satchel_app),
+        setup_path: Some("/setup"),
+        path: "/write",
+        target: Target::AtLeast(0.90),
+    },
+    Contender {
+        name: "noop-around",
+        summary: "bare axum with an identity layer around the whole router (MapResponse), \
+                  served as one service: a layer's cost without axum's per-route wrapping",
+        build: Build::Around(noop_around_app),
+        setup_path: None,
+        path: "/",
+        target: Target::Versus(&["satchel-around-untouched"]),
+    },
+    Contender {
+        name: "satchel-around-untouched",
+        summary: "as satchel-untouched, with the SessionLayer around the whole router \
+                  (`layer.layer(router)`) instead of `Router::layer`",
+        build: Build::Around(satchel_around_app),
+        setup_path: None,
+        path: "/",
+        target: Target::AtLeast(0.98),
+    },
+    Contender {
+        name: "satchel-around-read",
+        summary: "as satchel-read, with the SessionLayer around the whole router",
+        build: Build::Around(satchel_around_app),
+        setup_path: Some("/setup"),
+        path: "/read",
+        target: Target::AtLeast(0.95),
+    },
+    Contender {
+        name: "satchel-around-write",
+        summary: "as satchel-write, with the SessionLayer around the whole router",
+        build: Build::Around(satchel_around_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::AtLeast(0.90),
@@ -65,7 +100,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "tower-sessions-read",
         summary: "tower-sessions 0.15 over its MemoryStore: read one integer",
-        build: tower_sessions_app,
+        build: Build::Router(tower_sessions_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::About(0.76),
@@ -73,7 +108,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "tower-sessions-write",
         summary: "tower-sessions 0.15 over its MemoryStore: increment one integer (get + insert)",
-        build: tower_sessions_app,
+        build: Build::Router(tower_sessions_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::About(0.71),
@@ -82,7 +117,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "floor-read",
         summary: "no session layer: find the cookie, SHA-256 the id, look it up in a locked \
                   HashMap, check its deadline, read the integer (a hand-written floor)",
-        build: floor_app,
+        build: Build::Router(floor_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::Versus(&["satchel-read"]),
@@ -90,7 +125,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "floor-write",
         summary: "no session layer: as floor-read, then increment the integer in place",
-        build: floor_app,
+        build: Build::Router(floor_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::Versus(&["satchel-write"]),
@@ -102,6 +137,23 @@ fn noop_layer_app() -> BuildFuture {
     Box::pin(async {
         let identity: fn(Response) -> Response = std::convert::identity;
         Ok(bare_router().layer(tower::util::MapResponseLayer::new(identity)))
+    })
+}
+
+/// The bare app with an identity layer around the whole router.
+fn noop_around_app() -> AroundFuture {
+    Box::pin(async {
+        let identity: fn(Response) -> Response = std::convert::identity;
+        let layer = tower::util::MapResponseLayer::new(identity);
+        Ok(serve_around(layer.layer(bare_router())))
+    })
+}
+
+/// Satchel's routes with its layer over a MemoryStore around the whole router.
+fn satchel_around_app() -> AroundFuture {
+    Box::pin(async {
+        let layer = satchel::SessionLayer::new(satchel::MemoryStore::new());
+        Ok(serve_around(layer.layer(satchel_routes())))
     })
 }
 

@@ -8,12 +8,19 @@
 //! route answers `409` when the session it expects is not there, so a contender whose cookies
 //! do not round-trip shows up as errors instead of as fast.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tower::Service;
 
 /// The body every successful handler answers with.
 const BODY: &str = "Hello, world!";
@@ -35,6 +42,28 @@ type Reply = Result<&'static str, (StatusCode, &'static str)>;
 /// Builds a contender's app. Async so that stores that connect to a service can be added.
 pub(crate) type BuildFuture = Pin<Box<dyn Future<Output = anyhow::Result<Router>>>>;
 
+/// Builds a contender whose app is a service wrapped around a whole router, and returns what
+/// serves it.
+pub(crate) type AroundFuture = Pin<Box<dyn Future<Output = anyhow::Result<Serve>>>>;
+
+/// Serves an app on a listener until the server stops.
+pub(crate) type Serve = Box<dyn FnOnce(TcpListener) -> ServeFuture + Send>;
+
+/// What [`Serve`] returns.
+pub(crate) type ServeFuture = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+/// How a contender's app is built.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Build {
+    /// A router, served as it is; its layers are applied with `Router::layer`, which wraps
+    /// every route on its own (the way axum's docs and most apps apply layers).
+    Router(fn() -> BuildFuture),
+    /// A router with a layer around it as a whole (`layer.layer(router)`), served as one
+    /// service: the layer runs once per request, outside the routing, and axum adds no boxed
+    /// route of its own for it.
+    Around(fn() -> AroundFuture),
+}
+
 /// One entry of the benchmark.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Contender {
@@ -43,13 +72,50 @@ pub(crate) struct Contender {
     /// One line saying what it measures.
     pub(crate) summary: &'static str,
     /// Builds its app; called once, in the server process.
-    pub(crate) build: fn() -> BuildFuture,
+    pub(crate) build: Build,
     /// Requested once on each connection before the warm-up, to establish its session.
     pub(crate) setup_path: Option<&'static str>,
     /// The path measured.
     pub(crate) path: &'static str,
     /// What its median ratio to the baseline is held to.
     pub(crate) target: Target,
+}
+
+impl Contender {
+    /// Builds the app and returns what serves it.
+    pub(crate) async fn app(&self) -> anyhow::Result<Serve> {
+        match self.build {
+            Build::Router(build) => {
+                let router = build().await?;
+                Ok(Box::new(move |listener| {
+                    Box::pin(async move { axum::serve(nodelay(listener), router).await })
+                }))
+            }
+            Build::Around(build) => build().await,
+        }
+    }
+}
+
+/// Serves `service`, a router with a layer around it, as the app.
+pub(crate) fn serve_around<S>(service: S) -> Serve
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    Box::new(move |listener| {
+        Box::pin(async move {
+            let app = axum::ServiceExt::<Request>::into_make_service(service);
+            axum::serve(nodelay(listener), app).await
+        })
+    })
+}
+
+/// `listener`, with Nagle's algorithm off on every connection: it would hold back small
+/// responses. Failing to turn it off only makes that contender slower, which the report shows.
+fn nodelay(listener: TcpListener) -> impl axum::serve::Listener<Io = TcpStream, Addr = SocketAddr> {
+    listener.tap_io(|stream: &mut TcpStream| {
+        let _ = stream.set_nodelay(true);
+    })
 }
 
 /// What a contender's median ratio to the baseline is held to.
@@ -147,12 +213,16 @@ fn satchel_app() -> BuildFuture {
 /// The session contenders' routes behind a Satchel layer: `/` (untouched), `/setup`, `/read`
 /// and `/write`. Store contenders pass a layer over their store.
 pub(crate) fn satchel_router(layer: satchel::SessionLayer) -> Router {
+    satchel_routes().layer(layer)
+}
+
+/// The session contenders' routes, without a layer.
+fn satchel_routes() -> Router {
     Router::new()
         .route("/", get(hello))
         .route("/setup", get(satchel_setup))
         .route("/read", get(satchel_read))
         .route("/write", get(satchel_write))
-        .layer(layer)
 }
 
 fn satchel_failed(_: satchel::Error) -> (StatusCode, &'static str) {

@@ -10,13 +10,13 @@ use satchel_sqlx::sqlx;
 use satchel_sqlx::sqlx::mysql::{MySqlPoolOptions, MySqlQueryResult};
 
 use super::sql_raw::{self, Statements};
-use super::{BuildFuture, Contender, RAW_GOAL, Target, satchel_router};
+use super::{Build, BuildFuture, Contender, RAW_GOAL, Target, satchel_router};
 
 pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "mysql-read",
         summary: "satchel MySqlStore: read one integer; goal: >= 0.667x raw-mysql-read",
-        build: satchel_read_app,
+        build: Build::Router(satchel_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::AtLeastOf {
@@ -27,7 +27,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "mysql-write",
         summary: "satchel MySqlStore: increment one integer; goal: >= 0.667x raw-mysql-write",
-        build: satchel_write_app,
+        build: Build::Router(satchel_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::AtLeastOf {
@@ -39,7 +39,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "raw-mysql-read",
         summary: "no session layer: a handler SELECTs one row by primary key (its cookie's) \
                   through a sqlx pool (no ping before acquire)",
-        build: raw_read_app,
+        build: Build::Router(raw_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::None,
@@ -48,7 +48,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "raw-mysql-write",
         summary: "no session layer: a handler UPDATEs one row by primary key (its cookie's) \
                   through a sqlx pool (no ping before acquire)",
-        build: raw_write_app,
+        build: Build::Router(raw_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::None,

@@ -10,13 +10,13 @@ use satchel_sqlx::sqlx;
 use satchel_sqlx::sqlx::postgres::{PgPoolOptions, PgQueryResult};
 
 use super::sql_raw::{self, Statements};
-use super::{BuildFuture, Contender, RAW_GOAL, Target, satchel_router};
+use super::{Build, BuildFuture, Contender, RAW_GOAL, Target, satchel_router};
 
 pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "postgres-read",
         summary: "satchel PostgresStore: read one integer; goal: >= 0.667x raw-postgres-read",
-        build: satchel_read_app,
+        build: Build::Router(satchel_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::AtLeastOf {
@@ -28,7 +28,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "postgres-write",
         summary: "satchel PostgresStore: increment one integer; goal: >= 0.667x \
                   raw-postgres-write",
-        build: satchel_write_app,
+        build: Build::Router(satchel_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::AtLeastOf {
@@ -40,7 +40,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "raw-postgres-read",
         summary: "no session layer: a handler SELECTs one row by primary key (its cookie's) \
                   through a sqlx pool (no ping before acquire)",
-        build: raw_read_app,
+        build: Build::Router(raw_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::None,
@@ -49,7 +49,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "raw-postgres-write",
         summary: "no session layer: a handler UPDATEs one row by primary key (its cookie's) \
                   through a sqlx pool (no ping before acquire)",
-        build: raw_write_app,
+        build: Build::Router(raw_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::None,

@@ -19,7 +19,7 @@ use axum::routing::get;
 use satchel_redb::RedbStore;
 use satchel_redb::redb::{self, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
-use super::{BODY, BuildFuture, Contender, Reply, Target, hello, satchel_router};
+use super::{BODY, Build, BuildFuture, Contender, Reply, Target, hello, satchel_router};
 
 /// Satchel's goal against the same redb I/O done by hand: at least two thirds of its rate.
 const GOAL: f64 = 0.667;
@@ -28,7 +28,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "redb-read",
         summary: "satchel RedbStore on a temp file: read one integer (goal: ≥ 0.667× raw-redb-read)",
-        build: redb_read_app,
+        build: Build::Router(redb_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::AtLeastOf {
@@ -39,7 +39,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "redb-write",
         summary: "satchel RedbStore on a temp file: increment one integer, synced (goal: ≥ 0.667× raw-redb-write)",
-        build: redb_write_app,
+        build: Build::Router(redb_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::AtLeastOf {
@@ -50,7 +50,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "raw-redb-read",
         summary: "no session layer: one redb read transaction, get the connection's counter (spawn_blocking)",
-        build: raw_read_app,
+        build: Build::Router(raw_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::None,
@@ -58,7 +58,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "raw-redb-write",
         summary: "no session layer: one redb write transaction, get + insert the connection's counter, commit (durable; spawn_blocking)",
-        build: raw_write_app,
+        build: Build::Router(raw_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::None,

@@ -18,7 +18,7 @@ use redis::aio::ConnectionManager;
 use tower_sessions_redis_store::fred::prelude::{Builder, ClientLike as _, Config};
 
 use super::sqlite::{raw_new_row, raw_row_id, tower_sessions_014_routes};
-use super::{BODY, BuildFuture, Contender, Reply, Target, hello, satchel_router};
+use super::{BODY, Build, BuildFuture, Contender, Reply, Target, hello, satchel_router};
 
 /// Satchel's goal against tower-sessions' Redis store.
 const GOAL_VS_TOWER_SESSIONS: f64 = 2.0;
@@ -28,7 +28,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "redis-read",
         summary: "satchel RedisStore (redis-rs, one multiplexed connection): read one integer; \
                   goals: >= 2x tower-sessions-redis-read, >= 0.8x raw-redis-read",
-        build: satchel_read_app,
+        build: Build::Router(satchel_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::Goals(&[
@@ -41,7 +41,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         summary: "satchel RedisStore (redis-rs, one multiplexed connection): increment one \
                   integer (load + compare-and-set script); goals: >= 2x \
                   tower-sessions-redis-write, >= 0.8x raw-redis-write",
-        build: satchel_write_app,
+        build: Build::Router(satchel_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::Goals(&[
@@ -53,7 +53,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "redis-cached-read",
         summary: "satchel RedisStore with its local cache (connect_with_local_cache: RESP3, \
                   CLIENT TRACKING ON NOLOOP): read one integer; same goals as redis-read",
-        build: satchel_cached_read_app,
+        build: Build::Router(satchel_cached_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::Goals(&[
@@ -66,7 +66,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         summary: "satchel RedisStore with its local cache: increment one integer (load from \
                   the cache, which keeps the store's own writes, + compare-and-set script: one \
                   round trip); same goals as redis-write",
-        build: satchel_cached_write_app,
+        build: Build::Router(satchel_cached_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::Goals(&[
@@ -78,7 +78,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "tower-sessions-redis-read",
         summary: "tower-sessions 0.14 + tower-sessions-redis-store 0.16 (fred pool of 6, as its \
                   README builds it): read one integer",
-        build: tower_sessions_read_app,
+        build: Build::Router(tower_sessions_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::None,
@@ -87,7 +87,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "tower-sessions-redis-write",
         summary: "tower-sessions 0.14 + tower-sessions-redis-store 0.16 (fred pool of 6, as its \
                   README builds it): increment one integer (get + insert)",
-        build: tower_sessions_write_app,
+        build: Build::Router(tower_sessions_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::None,
@@ -96,7 +96,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "raw-redis-read",
         summary: "no session layer: one GET of the key its cookie names (redis-rs \
                   ConnectionManager, as RedisStore uses)",
-        build: raw_read_app,
+        build: Build::Router(raw_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::None,
@@ -105,7 +105,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "raw-redis-write",
         summary: "no session layer: one SET … XX of the key its cookie names (redis-rs \
                   ConnectionManager, as RedisStore uses)",
-        build: raw_write_app,
+        build: Build::Router(raw_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::None,

@@ -19,14 +19,16 @@ use satchel_sqlx::sqlx::sqlite::{
 };
 use satchel_sqlx::sqlx::{self, SqlitePool};
 
-use super::{BODY, BuildFuture, Contender, KEY, RAW_GOAL, Reply, Target, hello, satchel_router};
+use super::{
+    BODY, Build, BuildFuture, Contender, KEY, RAW_GOAL, Reply, Target, hello, satchel_router,
+};
 
 pub(crate) const CONTENDERS: &[Contender] = &[
     Contender {
         name: "sqlite-read",
         summary: "satchel SqliteStore (file, WAL): read one integer; goals: >= 2x \
                   tower-sessions-sqlite-read, >= 0.667x raw-sqlite-read",
-        build: satchel_read_app,
+        build: Build::Router(satchel_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::Goals(&[
@@ -38,7 +40,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "sqlite-write",
         summary: "satchel SqliteStore (file, WAL): increment one integer; goals: >= 3x \
                   tower-sessions-sqlite-write, >= 0.667x raw-sqlite-write",
-        build: satchel_write_app,
+        build: Build::Router(satchel_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::Goals(&[
@@ -50,7 +52,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "tower-sessions-sqlite-read",
         summary: "tower-sessions 0.14 + tower-sessions-sqlx-store 0.15 SqliteStore (file, WAL, \
                   sqlx's default pool): read one integer",
-        build: tower_sessions_read_app,
+        build: Build::Router(tower_sessions_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::None,
@@ -59,7 +61,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "tower-sessions-sqlite-write",
         summary: "tower-sessions 0.14 + tower-sessions-sqlx-store 0.15 SqliteStore (file, WAL, \
                   sqlx's default pool): increment one integer (get + insert)",
-        build: tower_sessions_write_app,
+        build: Build::Router(tower_sessions_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::None,
@@ -68,7 +70,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "raw-sqlite-read",
         summary: "no session layer: a handler SELECTs one row by primary key (its cookie's) \
                   through a sqlx pool",
-        build: raw_read_app,
+        build: Build::Router(raw_read_app),
         setup_path: Some("/setup"),
         path: "/read",
         target: Target::None,
@@ -77,7 +79,7 @@ pub(crate) const CONTENDERS: &[Contender] = &[
         name: "raw-sqlite-write",
         summary: "no session layer: a handler UPDATEs one row by primary key (its cookie's) \
                   through a sqlx pool",
-        build: raw_write_app,
+        build: Build::Router(raw_write_app),
         setup_path: Some("/setup"),
         path: "/write",
         target: Target::None,

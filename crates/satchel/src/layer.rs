@@ -116,6 +116,31 @@ pub fn default_error_response(error: &Error) -> Response {
 ///     .route("/", get(count))
 ///     .layer(SessionLayer::new(MemoryStore::new()));
 /// ```
+///
+/// # Around the whole router
+///
+/// `Router::layer` wraps each route on its own, and axum adds a boxed service per route for
+/// every layer applied that way: an identity layer alone costs 1–3 % of a bare request's
+/// throughput (`docs/BENCHMARKS.md`). Applied once around the whole router and served as one
+/// service, the layer costs a request that does not touch the session nothing measurable, and
+/// one that does a few percent less. Handlers extract [`Session`](crate::Session) the same
+/// way; requests no route matches pass through the layer too, untouched.
+///
+/// ```no_run
+/// use axum::extract::Request;
+/// use axum::{Router, ServiceExt, routing::get};
+/// use satchel::{MemoryStore, Session, SessionLayer};
+/// use tower::Layer as _;
+///
+/// # async fn serve() -> std::io::Result<()> {
+/// let router = Router::new().route("/", get(|session: Session| async move {
+///     format!("{} keys", session.len())
+/// }));
+/// let app = SessionLayer::new(MemoryStore::new()).layer(router);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).await
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct SessionLayer {
     shared: Arc<Shared>,

@@ -277,6 +277,26 @@ async fn the_session_is_found_through_middleware_and_a_buffer() {
     assert_eq!(client.get("/get/a").await.body, "2");
 }
 
+/// A layer around a whole router (`layer.layer(router)`, served as one service, the cheaper way
+/// to apply it) behaves as `Router::layer` does.
+#[tokio::test]
+async fn a_layer_around_the_whole_router_works_as_router_layer_does() {
+    let store = MemoryStore::new();
+    let wrapped = tower::Layer::layer(
+        &SessionLayer::new(store.clone()),
+        satchel_conformance::http::routes(),
+    );
+    let mut client = Client::new(Router::new().fallback_service(wrapped));
+    assert_eq!(client.get("/incr/a").await.body, "1");
+    assert_eq!(client.get("/incr/a").await.body, "2");
+    let reply = client.get("/untouched").await;
+    assert!(reply.set_cookie().is_none() && !reply.varies_by_cookie());
+    assert_eq!(store.len(), 1);
+    client.get("/destroy").await;
+    assert!(client.cookie.is_none());
+    assert_eq!(store.len(), 0);
+}
+
 /// A layer nested inside another serves the routes it wraps; the outer one, which no handler
 /// used, neither loads nor sets anything.
 #[tokio::test]
