@@ -80,8 +80,7 @@ async fn load(parts: &Parts) -> Result<satchel_core::Session, SessionRejection> 
     else {
         tracing::error!(
             target: "satchel",
-            "a handler extracted a Session, but no SessionLayer wraps this route; add `.layer(SessionLayer::new(store))`"
-
+            "a handler extracted a Session, but no SessionLayer wraps this route (or the extraction runs in a task of its own); add `.layer(SessionLayer::new(store))`"
         );
         return Err(SessionRejection(
             (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response(),
