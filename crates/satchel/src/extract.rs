@@ -46,7 +46,9 @@ use crate::layer::Slot;
 ///
 /// If the store fails, the handler is not called and the client gets the layer's error
 /// response (`503` by default). Without a [`SessionLayer`](crate::SessionLayer) the answer is
-/// `500` and an error is logged: that is a wiring mistake in the app.
+/// `500` and an error is logged: that is a wiring mistake in the app. The same happens to an
+/// extraction that runs in a task of its own (`tokio::spawn`, `spawn_local`, a
+/// `spawn_blocking` that blocks on it): the layer lends the session to the request's task only.
 #[derive(Clone, Debug)]
 pub struct Session(satchel_core::Session);
 
