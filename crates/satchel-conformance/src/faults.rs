@@ -15,6 +15,7 @@ pub struct Faulty<S> {
     inner: S,
     down: AtomicBool,
     lose_updates: AtomicBool,
+    yield_before_loads: AtomicBool,
     collisions: AtomicU32,
     creates: AtomicUsize,
     updates: AtomicUsize,
@@ -28,6 +29,7 @@ impl<S: Store> Faulty<S> {
             inner,
             down: AtomicBool::new(false),
             lose_updates: AtomicBool::new(false),
+            yield_before_loads: AtomicBool::new(false),
             collisions: AtomicU32::new(0),
             creates: AtomicUsize::new(0),
             updates: AtomicUsize::new(0),
@@ -48,6 +50,12 @@ impl<S: Store> Faulty<S> {
     /// While set, every `update` fails with [`Error::Changed`], as if another writer always won.
     pub fn set_lose_updates(&self, lose: bool) {
         self.lose_updates.store(lose, Ordering::SeqCst);
+    }
+
+    /// While set, every `load` lets the task run something else before it answers, as a store
+    /// whose reply is not there at once does: whoever awaits it is still pending after one poll.
+    pub fn set_yield_before_loads(&self, yield_first: bool) {
+        self.yield_before_loads.store(yield_first, Ordering::SeqCst);
     }
 
     /// The next `n` calls of `create` fail with [`Error::AlreadyExists`].
@@ -97,6 +105,9 @@ impl<S: Store> Store for Faulty<S> {
     }
 
     async fn load(&self, token: &Token) -> Result<Option<Record>, Error> {
+        if self.yield_before_loads.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
         self.check()?;
         self.inner.load(token).await
     }
