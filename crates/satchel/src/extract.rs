@@ -80,12 +80,8 @@ async fn load(parts: &Parts) -> Result<satchel_core::Session, SessionRejection> 
     let Some((kept, shared)) =
         Slot::with_current(|slot| (slot.session(), Arc::clone(&slot.shared)))
     else {
-        tracing::error!(
-            target: "satchel",
-            "a handler extracted a Session, but no SessionLayer wraps this route (or the extraction runs in a task of its own); add `.layer(SessionLayer::new(store))`"
-        );
-        return Err(SessionRejection(
-            (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response(),
+        return Err(wiring_mistake(
+            "a handler extracted a Session, but no SessionLayer wraps this route (or the extraction runs in a task of its own); add `.layer(SessionLayer::new(store))`",
         ));
     };
     if let Some(session) = kept {
@@ -96,17 +92,20 @@ async fn load(parts: &Parts) -> Result<satchel_core::Session, SessionRejection> 
         Ok(loaded) => loaded,
         Err(error) => return Err(SessionRejection((shared.error_response)(&error))),
     };
-    // The slot is still there: this future runs inside the layer's, which lends the slot to
-    // the task while it polls the handler.
+    // The slot is found again only while this future is still polled inside the layer's, in
+    // the task the request began in.
     Slot::with_current(|slot| slot.keep(loaded)).ok_or_else(|| {
-        tracing::error!(
-            target: "satchel",
-            "a Session extraction was moved out of the request it began in; the session is not kept"
-        );
-        SessionRejection(
-            (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response(),
+        wiring_mistake(
+            "a Session extraction was moved out of the request it began in; the session is not kept",
         )
     })
+}
+
+/// Logs `what` went wrong in the app's wiring and answers `500`: the client can do nothing
+/// about it, so it is told nothing more.
+fn wiring_mistake(what: &'static str) -> SessionRejection {
+    tracing::error!(target: "satchel", "{what}");
+    SessionRejection((StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response())
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {
