@@ -134,19 +134,17 @@ pub(crate) const CONTENDERS: &[Contender] = &[
 
 /// The bare app behind a layer that passes every response through unchanged.
 fn noop_layer_app() -> BuildFuture {
-    Box::pin(async {
-        let identity: fn(Response) -> Response = std::convert::identity;
-        Ok(bare_router().layer(tower::util::MapResponseLayer::new(identity)))
-    })
+    Box::pin(async { Ok(bare_router().layer(identity_layer())) })
+}
+
+/// A layer that passes every response through unchanged.
+fn identity_layer() -> tower::util::MapResponseLayer<fn(Response) -> Response> {
+    tower::util::MapResponseLayer::new(std::convert::identity)
 }
 
 /// The bare app with an identity layer around the whole router.
 fn noop_around_app() -> AroundFuture {
-    Box::pin(async {
-        let identity: fn(Response) -> Response = std::convert::identity;
-        let layer = tower::util::MapResponseLayer::new(identity);
-        Ok(serve_around(layer.layer(bare_router())))
-    })
+    Box::pin(async { Ok(serve_around(identity_layer().layer(bare_router()))) })
 }
 
 /// Satchel's routes with its layer over a MemoryStore around the whole router.
